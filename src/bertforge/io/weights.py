@@ -1,0 +1,107 @@
+"""Read, match and write weight files in the `transformers` layout (names, prefix, tied weights)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# Tensors some checkpoints carry that are not parameters of ours: buffers, and the tied MLM decoder
+# (its weight is the word-embedding matrix, its bias is `cls.predictions.bias`).
+DERIVED_KEYS = ("embeddings.position_ids", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+# The encoder proper: a checkpoint that lacks any of these is broken, not merely head-less.
+ENCODER_PREFIXES = ("embeddings.", "encoder.")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``, else ``pytorch_model.bin`` (loaded with weights_only)."""
+    safetensors_path, bin_path = directory / "model.safetensors", directory / "pytorch_model.bin"
+    if safetensors_path.is_file():
+        try:
+            return load_file(safetensors_path)
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise CheckpointError(f"{safetensors_path}: cannot read safetensors file: {e}") from None
+    if bin_path.is_file():
+        try:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{bin_path}: cannot read PyTorch weights: {e}") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{bin_path}: expected a dict of tensors, got {type(state).__name__}")
+        return state
+    raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def _rename(key: str, model_keys: set[str], prefix: str) -> str:
+    """Map a checkpoint key onto our name, adding or removing the ``bert.`` prefix as needed."""
+    if key in model_keys:
+        return key
+    if key.startswith(prefix) and key[len(prefix):] in model_keys:
+        return key[len(prefix):]
+    if prefix + key in model_keys:
+        return prefix + key
+    return key
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model``: shape mismatches are errors, missing heads a warning."""
+    prefix = getattr(model, "base_model_prefix", "bert") + "."
+    own = model.state_dict()
+    own_keys = set(own)
+    renamed: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for key, tensor in state.items():
+        name = _rename(key, own_keys, prefix)
+        if name in own_keys:
+            renamed[name] = tensor
+        elif not any(name.removeprefix(prefix) == d or name == d for d in DERIVED_KEYS):
+            unexpected.append(key)
+    bias_key = next((k for k in own_keys if k.endswith("cls.predictions.bias")), None)
+    if bias_key and bias_key not in renamed and "cls.predictions.decoder.bias" in state:
+        renamed[bias_key] = state["cls.predictions.decoder.bias"]
+
+    for name, tensor in renamed.items():
+        if tensor.shape != own[name].shape:
+            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} in the "
+                                  f"checkpoint but {tuple(own[name].shape)} in the model")
+    missing = sorted(own_keys - set(renamed))
+    broken = [k for k in missing if k.removeprefix(prefix).startswith(ENCODER_PREFIXES)]
+    if broken:
+        raise CheckpointError(f"{source}: checkpoint lacks encoder weights: {', '.join(broken[:8])}"
+                              + (f" and {len(broken) - 8} more" if len(broken) > 8 else ""))
+    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in renamed.items()}})
+    if missing:
+        warnings.warn(f"{source}: {len(missing)} weights not in the checkpoint were newly initialised "
+                      f"(train them before use): {', '.join(missing)}", stacklevel=3)
+    if unexpected:
+        warnings.warn(f"{source}: ignored {len(unexpected)} checkpoint tensors the model does not use: "
+                      f"{', '.join(sorted(unexpected))}", stacklevel=3)
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a safetensors file atomically; tied tensors are stored once, under their owner's name."""
+    seen: set[tuple] = set()
+    tensors = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        tensors[name] = tensor.detach().contiguous().cpu()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,8 @@
+"""The BERT model family: encoder and heads, with `transformers` weight names."""
+
+from bertforge.model.bert import BertModel
+from bertforge.model.outputs import BertOutput, PreTrainingOutput
+from bertforge.model.pretrained import BertPreTrainedModel
+from bertforge.model.pretraining import BertForPreTraining
+
+__all__ = ["BertModel", "BertForPreTraining", "BertPreTrainedModel", "BertOutput", "PreTrainingOutput"]

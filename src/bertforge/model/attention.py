@@ -1,0 +1,69 @@
+"""Multi-head self-attention (bidirectional), with the residual + post-LayerNorm of the original BERT."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.config import BertConfig
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, A, T, D)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # x: (B, T, H); mask: (B, 1, 1, T) bool, True = may attend, or None when nothing is padded.
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        if output_attentions:  # the explicit path, so the probabilities can be returned
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, A, T, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(dim=-1)
+            context = self.dropout(probs) @ v
+        else:
+            probs = None
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        B, A, T, D = context.shape
+        return context.transpose(1, 2).reshape(B, T, A * D), probs
+
+
+class BertSelfOutput(nn.Module):
+    """Projection of the attention context, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(context)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.self(x, mask, output_attentions)
+        return self.output(context, x), probs

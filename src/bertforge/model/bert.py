@@ -1,0 +1,77 @@
+"""BertModel: embeddings, the encoder stack and the pooler, with input checks at the boundary."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bertforge.config import BertConfig
+from bertforge.model.embeddings import BertEmbeddings
+from bertforge.model.encoder import BertEncoder
+from bertforge.model.outputs import BertOutput
+from bertforge.model.pretrained import BertPreTrainedModel
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(h_[CLS])): the sentence vector that classification heads read."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
+
+
+class BertModel(BertPreTrainedModel):
+    base_model_prefix = "bert"
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> BertOutput:
+        """input_ids, token_type_ids, attention_mask: (B, T); attention_mask 1 = token, 0 = padding."""
+        token_type_ids, attention_mask = check_inputs(self.config, input_ids, token_type_ids, attention_mask)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        x = self.embeddings(input_ids, token_type_ids)
+        x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BertOutput(x, pooled, hidden_states, attentions)
+
+
+def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                 attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Reject inputs the model would silently mis-read; return token types filled with zeros if absent."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be a (batch, length) tensor, got shape "
+                         f"{tuple(getattr(input_ids, 'shape', ()))}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    B, T = input_ids.shape
+    if T > config.max_position_embeddings:
+        raise ValueError(f"sequence length {T} exceeds max_position_embeddings "
+                         f"({config.max_position_embeddings}); truncate the input or split it into windows")
+    if input_ids.numel():
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {config.vocab_size}); "
+                             f"was the input made with a different tokenizer?")
+    for name, tensor in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {tuple(input_ids.shape)}")
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    elif token_type_ids.numel() and (int(token_type_ids.min()) < 0
+                                     or int(token_type_ids.max()) >= config.type_vocab_size):
+        raise ValueError(f"token_type_ids must be in [0, {config.type_vocab_size}) (type_vocab_size), got "
+                         f"values in [{int(token_type_ids.min())}, {int(token_type_ids.max())}]")
+    return token_type_ids, attention_mask

@@ -1,0 +1,27 @@
+"""Output records of the models, with the field names users know from `transformers`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class BertOutput:
+    last_hidden_state: torch.Tensor  # (B, T, H)
+    pooler_output: torch.Tensor | None = None  # (B, H): tanh(dense([CLS]))
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # L + 1 of (B, T, H), embeddings first
+    attentions: tuple[torch.Tensor, ...] | None = None  # L of (B, A, T, T)
+
+
+@dataclass
+class PreTrainingOutput:
+    loss: torch.Tensor | None = None  # mlm_loss + nsp_loss (either alone when only one label is given)
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    # (B, T, V) without labels; with labels, (N, V) for the N labelled positions in row-major order.
+    prediction_logits: torch.Tensor | None = None
+    seq_relationship_logits: torch.Tensor | None = None  # (B, 2): 0 = IsNext, 1 = NotNext
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None

@@ -1,0 +1,81 @@
+"""BertForPreTraining: BertModel + the masked-LM head (tied decoder) + the next-sentence head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.config import BertConfig
+from bertforge.model.bert import BertModel
+from bertforge.model.encoder import ACTIVATIONS
+from bertforge.model.outputs import PreTrainingOutput
+from bertforge.model.pretrained import BertPreTrainedModel
+
+IGNORE_INDEX = -100
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.act(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> x @ word_embeddings^T + bias (the decoder is the embedding matrix)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(x), word_embeddings, self.bias)  # (..., V)
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                next_sentence_label: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> PreTrainingOutput:
+        """labels: (B, T) original ids at masked positions, -100 elsewhere; next_sentence_label: (B,)."""
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        decoder = self.bert.embeddings.word_embeddings.weight
+        nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
+        mlm_loss = nsp_loss = None
+        if labels is None:
+            mlm_logits = self.cls.predictions(out.last_hidden_state, decoder)  # (B, T, V)
+        else:
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has "
+                                 f"{tuple(input_ids.shape)}")
+            # Only ~15% of positions carry a label: project those alone onto the vocabulary.
+            selected = labels != IGNORE_INDEX
+            mlm_logits = self.cls.predictions(out.last_hidden_state[selected], decoder)  # (N, V)
+            targets = labels[selected]
+            mlm_loss = (F.cross_entropy(mlm_logits, targets) if targets.numel()
+                        else mlm_logits.sum() * 0.0)
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label.view(-1))
+        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
+        loss = sum(losses) if losses else None
+        return PreTrainingOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits,
+                                 out.hidden_states, out.attentions)
