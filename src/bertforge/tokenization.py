@@ -235,6 +235,10 @@ class BertTokenizer:
         out = self(text, pair, max_length=max_length, truncation=truncation, padding=False, return_tensors=None)
         return out["input_ids"][0]
 
+    def piece_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """WordPiece ids of each text, without special tokens or truncation (a parallel batch call)."""
+        return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
     def tokenize(self, text: str) -> list[str]:
         """WordPiece pieces of a text, without special tokens."""
         return self._tokenizer.encode(text, add_special_tokens=False).tokens

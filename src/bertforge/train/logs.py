@@ -1,0 +1,219 @@
+"""Training logs: a JSON-lines metrics file that resumes cleanly, loss curves, throughput, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _to_json(x: Any) -> Any:
+    """Tensors and numpy scalars -> Python numbers, for json.dumps."""
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"cannot log a {type(x).__name__}")
+
+
+def _parse_lines(text: str, path: Path) -> list[dict]:
+    """Records of a JSON-lines text; a broken line (a crash mid-write) is skipped with a warning."""
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}:{i}: skipping a broken metrics line: {line[:80]!r}", stacklevel=3)
+    return records
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All records of a metrics file, in order."""
+    path = Path(path)
+    return _parse_lines(path.read_text(), path)
+
+
+class MetricsLog:
+    """Append-only JSON-lines metrics, one ``{"step": ..., ...}`` per line, flushed as written.
+
+    ``resume_from_step=s`` first drops records with step > s (logged after the checkpoint we resume
+    from), rewriting the file atomically, so the resumed log equals an uninterrupted run's.
+    """
+
+    def __init__(self, path: Path, resume_from_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_from_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", -math.inf) <= resume_from_step]
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        ends_cleanly = True  # a crash may have cut the last line: start ours on a fresh one
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                ends_cleanly = f.read(1) == b"\n"
+        self._file = open(self.path, "a")
+        if not ends_cleanly:
+            self._file.write("\n")
+
+    def log(self, step: int, **metrics: Any) -> dict:
+        """Append one record and flush it; tensors and numpy scalars are stored as numbers."""
+        record = {"step": int(step), **metrics}
+        self._file.write(json.dumps(record, default=_to_json) + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_SPLITS = tuple(f"{split}{sep}" for split in ("train", "eval", "val", "valid", "dev", "test")
+                for sep in "_/")  # train_loss, eval/loss ...
+
+
+def _family(key: str) -> str:
+    """The subplot a metric goes to: its name without a split prefix (train_loss, eval_loss -> loss)."""
+    for prefix in _SPLITS:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def plot_curves(
+    records: Sequence[Mapping[str, Any]],
+    out_png: Path,
+    keys: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[str]]:
+    """Plot metrics against ``step`` into a PNG, one subplot per family (train/eval loss together).
+
+    ``keys``: metric names (default: every numeric one), or ``{title: [names]}`` to group by hand.
+    Names that no record has are skipped. Returns the subplots drawn, ``{title: [names]}``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    present = {k for r in records for k, v in r.items() if k != "step" and _is_number(v)}
+    if keys is None:
+        keys = sorted(present)
+    if not isinstance(keys, Mapping):
+        grouped: dict[str, list[str]] = {}
+        for k in keys:
+            grouped.setdefault(_family(k), []).append(k)
+        keys = grouped
+    panels = {title: [k for k in names if k in present] for title, names in keys.items()}
+    panels = {title: names for title, names in panels.items() if names}
+    if not panels:
+        raise ValueError(f"nothing to plot: none of {list(keys)} is a numeric metric in the records")
+
+    fig = Figure(figsize=(7, 2.6 * len(panels)), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (title, names) in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels.items()):
+        for name in names:
+            points = [(r["step"], r[name]) for r in records if "step" in r and _is_number(r.get(name))]
+            ax.plot(*zip(*points), label=name, marker="." if len(points) < 30 else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, out_png)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return panels
+
+
+class Throughput:
+    """Tokens per second over the last ``window`` updates; ``clock`` is injectable for tests."""
+
+    def __init__(self, window: int = 20, clock: Callable[[], float] = time.perf_counter):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.clock = clock
+        self.total = 0  # tokens since construction
+        self._points: deque[tuple[float, int]] = deque([(clock(), 0)], maxlen=window + 1)
+
+    def update(self, tokens: int) -> float:
+        """Record ``tokens`` processed since the last call; returns the current rate."""
+        self.total += tokens
+        self._points.append((self.clock(), self.total))
+        return self.rate
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second across the window (0 before any time has passed)."""
+        (t0, n0), (t1, n1) = self._points[0], self._points[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def reset(self) -> None:
+        """Start a new window now (e.g. after an evaluation pause), keeping the total."""
+        self._points.clear()
+        self._points.append((self.clock(), self.total))
+
+
+class NonFiniteGuard:
+    """Skips steps whose loss is NaN/inf and stops training after ``max_consecutive`` in a row.
+
+    ``check(loss)`` is True for a finite loss; False means "skip this step" (don't step the
+    optimizer). The ``max_consecutive + 1``-th non-finite loss in a row raises RuntimeError.
+    """
+
+    def __init__(self, max_consecutive: int = 5):
+        if max_consecutive < 0:
+            raise ValueError(f"max_consecutive must be >= 0, got {max_consecutive}")
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
+        self.skipped = 0
+
+    def check(self, loss: float | torch.Tensor, step: int | None = None) -> bool:
+        """True if the scalar ``loss`` is finite; False (counted) if not; raises after too many."""
+        value = float(loss)  # one sync for a GPU scalar
+        if math.isfinite(value):
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        self.skipped += 1
+        if self.consecutive > self.max_consecutive:
+            at = f" at step {step}" if step is not None else ""
+            raise RuntimeError(
+                f"{self.consecutive} non-finite losses in a row{at} (last: {value}; {self.skipped} "
+                "skipped in total). Training has diverged: lower the learning rate or lengthen the "
+                "warm-up, clip gradients, train in fp32 or bf16 instead of fp16, and check the data "
+                "for empty or malformed batches."
+            )
+        return False
+
+    def state_dict(self) -> dict[str, int]:
+        """Counters, for checkpoints."""
+        return {"consecutive": self.consecutive, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore counters saved by ``state_dict``."""
+        self.consecutive = state["consecutive"]
+        self.skipped = state["skipped"]
