@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from bertforge import __version__
@@ -41,6 +42,91 @@ def _encode(args: argparse.Namespace) -> None:
         out.write(json.dumps([round(x, 6) for x in v]) + "\n")
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from bertforge.train.pretrain import PretrainArgs, pretrain
+
+    fields = {f.name for f in dataclasses.fields(PretrainArgs)}
+    result = pretrain(PretrainArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+    if result.get("final_eval"):
+        first, last = result["first_eval"], result["final_eval"]
+        print(f"held-out MLM accuracy {last['eval_mlm_accuracy']:.3f} (random init {first['eval_mlm_accuracy']:.3f}), "
+              f"perplexity {last['eval_perplexity']:.1f}, NSP accuracy {last['eval_nsp_accuracy']:.3f}")
+        print(f"model: {result['model']}\ncurves: {result['curves']}\nmetrics: {result['metrics']}")
+
+
+def _tokenizer_train(args: argparse.Namespace) -> None:
+    from bertforge.vocab import train_vocab_from_corpus
+
+    tok = train_vocab_from_corpus(args.input, args.vocab_size, args.out, lowercase=not args.no_lowercase,
+                                  format=args.format)
+    print(f"wrote a {tok.vocab_size}-piece vocabulary to {args.out}")
+
+
+def _fill_mask(args: argparse.Namespace) -> None:
+    from bertforge.inference import fill_mask
+    from bertforge.model import BertForPreTraining
+    from bertforge.tokenization import BertTokenizer
+
+    model = BertForPreTraining.from_pretrained(args.model)
+    tokenizer = BertTokenizer.from_pretrained(args.model)
+    for text in args.texts:
+        print(text)
+        for candidates in fill_mask(model, tokenizer, text, top_k=args.top_k):
+            print("  " + "  ".join(f"{token} ({p:.2f})" for token, p in candidates))
+
+
+def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    from bertforge.config import PRESETS
+    from bertforge.train.pretrain import PretrainArgs as D
+
+    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH",
+                   help="text files: Google format, one document a line, JSONL, wiki XML, People's Daily; "
+                        ".gz/.bz2 read transparently")
+    p.add_argument("--out", required=True, help="run directory: tokenizer, data, checkpoints, logs, model")
+    p.add_argument("--format", default=D.format, help="corpus format (default: detect per file)")
+    g = p.add_argument_group("vocabulary")
+    g.add_argument("--tokenizer", help="an existing tokenizer directory (vocab.txt); default: train one")
+    g.add_argument("--vocab-size", type=int, default=D.vocab_size, help="size of the vocabulary to train")
+    g.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case (cased model)")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", choices=list(PRESETS), default=D.preset, help="Google's BERT size")
+    g.add_argument("--config", help="a config.json instead of a preset")
+    g.add_argument("--init-from", help="continue pre-training from this checkpoint directory")
+    g.add_argument("--dropout", type=float, help="override both dropout probabilities")
+    g = p.add_argument_group("data")
+    g.add_argument("--seq-len", type=int, default=D.seq_len, help="max_seq_length of instances")
+    g.add_argument("--no-nsp", dest="nsp", action="store_false", help="no next-sentence task: pack contiguous text")
+    g.add_argument("--whole-word-mask", action="store_true", help="mask all pieces of a word together")
+    g.add_argument("--static-masks", action="store_true", help="one mask per instance (with --dupe-factor "
+                   "copies), as Google's original; default: new masks every epoch")
+    g.add_argument("--dupe-factor", type=int, default=D.dupe_factor, help="instance passes over the corpus")
+    g.add_argument("--masked-lm-prob", type=float, default=D.masked_lm_prob)
+    g.add_argument("--max-predictions-per-seq", type=int, default=D.max_predictions_per_seq)
+    g.add_argument("--short-seq-prob", type=float, default=D.short_seq_prob)
+    g.add_argument("--eval-fraction", type=float, default=D.eval_fraction, help="documents held out")
+    g.add_argument("--workers", type=int, default=D.workers, help="data preparation processes")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=D.batch_size, help="sequences per process and micro-batch")
+    g.add_argument("--grad-accum", type=int, default=D.grad_accum, help="micro-batches per optimizer step")
+    g.add_argument("--max-steps", type=int, default=D.max_steps)
+    g.add_argument("--lr", type=float, default=D.lr)
+    g.add_argument("--warmup-steps", type=int, default=D.warmup_steps)
+    g.add_argument("--schedule", choices=["linear", "cosine", "constant"], default=D.schedule)
+    g.add_argument("--optimizer", choices=["adamw", "lamb"], default=D.optimizer)
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay)
+    g.add_argument("--clip-norm", type=float, default=D.clip_norm)
+    g.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=D.amp,
+                   help="mixed precision on CUDA (CPU always trains in fp32)")
+    g.add_argument("--seed", type=int, default=D.seed)
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--save-every", type=int, default=D.save_every)
+    g.add_argument("--keep-last", type=int, default=D.keep_last)
+    g.add_argument("--eval-every", type=int, default=D.eval_every)
+    g.add_argument("--eval-instances", type=int, default=D.eval_instances)
+    g.add_argument("--log-every", type=int, default=D.log_every)
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertforge", description="Pre-train, fine-tune, evaluate and "
                                      "serve BERT, with checkpoints that transformers loads too.")
@@ -64,6 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean")
     enc.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     enc.set_defaults(func=_encode)
+    pre = commands.add_parser("pretrain", help="pre-train BERT (MLM + NSP) from raw text; resumable; "
+                              "use torchrun for several processes")
+    _add_pretrain_arguments(pre)
+    pre.set_defaults(func=_pretrain)
+
+    tok = commands.add_parser("tokenizer", help="train a WordPiece vocabulary")
+    tok_commands = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    tok_train = tok_commands.add_parser("train", help="learn vocab.txt + tokenizer.json from text")
+    tok_train.add_argument("--input", nargs="+", required=True, metavar="FILE")
+    tok_train.add_argument("--vocab-size", type=int, required=True)
+    tok_train.add_argument("--out", required=True)
+    tok_train.add_argument("--no-lowercase", action="store_true")
+    tok_train.add_argument("--format", default="auto")
+    tok_train.set_defaults(func=_tokenizer_train)
+
+    fm = commands.add_parser("fill-mask", help="predict the [MASK] tokens of sentences")
+    fm.add_argument("--model", required=True, help="a pre-trained model directory (with MLM head)")
+    fm.add_argument("--top-k", type=int, default=5)
+    fm.add_argument("texts", nargs="+", help='sentences with [MASK], e.g. "Paris is the [MASK] of France."')
+    fm.set_defaults(func=_fill_mask)
     return parser
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from bertforge.model import BertModel
+from bertforge.model import BertForPreTraining, BertModel
 from bertforge.tokenization import BertTokenizer
 
 Pooling = Literal["cls", "pooler", "mean"]
@@ -77,3 +77,21 @@ def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
     finally:
         model.train(was_training)
     return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+@torch.no_grad()
+def fill_mask(model: BertForPreTraining, tokenizer: BertTokenizer, text: str, top_k: int = 5
+              ) -> list[list[tuple[str, float]]]:
+    """For each [MASK] in ``text``, the ``top_k`` (token, probability) predictions of the MLM head."""
+    enc = tokenizer(text)
+    positions = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
+    if positions.numel() == 0:
+        raise ValueError(f"no {tokenizer.convert_ids_to_tokens(tokenizer.mask_token_id)} token in {text!r}")
+    was_training = model.training
+    model.eval()
+    logits = model(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"]).prediction_logits[0]
+    model.train(was_training)
+    probs = logits[positions].softmax(-1)  # (M, V)
+    top = probs.topk(top_k, dim=-1)
+    return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(ps, ids)]
+            for ps, ids in zip(top.values, top.indices)]

@@ -1,0 +1,218 @@
+"""Corpus -> pre-training instances, once, into sharded on-disk arrays that training streams from.
+
+The corpus is read lazily and cut into chunks of about ``shard_bytes`` of text; worker processes
+tokenize each chunk and turn its documents into instances with Google's rules
+(:mod:`bertforge.data.instances`), and write one shard of fixed-width arrays (``np.save``, read
+back with ``mmap_mode="r"``). At most ``2 * workers`` chunks are in flight, so memory stays bounded
+whatever the corpus size. Masks are not stored: they are drawn per batch (see ``pretraining_data``).
+
+A fraction of documents (chosen by seed) goes to a held-out ``eval`` split. The output directory is
+complete only once ``meta.json`` exists (the directory is built under a temporary name and
+renamed); a second call with the same corpus, tokenizer and settings reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bertforge.data.corpus import CorpusStats, Document, read_documents, require_documents
+from bertforge.data.instances import Instance, create_instances
+from bertforge.data.masking import SpecialIds
+from bertforge.tokenization import BertTokenizer
+
+SPLITS = ("train", "eval")
+ARRAYS = ("tokens", "lengths", "b_start", "is_random_next")
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    max_seq_length: int = 128
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 1  # passes over each document (each draws new splits and random B segments)
+    nsp: bool = True  # False: pack contiguous text, no sentence pairs
+    eval_fraction: float = 0.05  # of documents, held out
+    seed: int = 12345
+    format: str = "auto"
+    shard_bytes: int = 4 << 20  # raw text per shard
+
+
+def special_ids(tokenizer: BertTokenizer) -> SpecialIds:
+    return SpecialIds(cls=tokenizer.cls_token_id, sep=tokenizer.sep_token_id, mask=tokenizer.mask_token_id,
+                      pad=tokenizer.pad_token_id, vocab_size=tokenizer.vocab_size)
+
+
+def fingerprint(paths: list[Path], tokenizer_dir: Path, settings: PrepareSettings) -> str:
+    """Identity of a prepared corpus: the files (path, size, mtime), the vocabulary, the settings."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update((tokenizer_dir / "vocab.txt").read_bytes())
+    h.update((tokenizer_dir / "tokenizer_config.json").read_bytes()
+             if (tokenizer_dir / "tokenizer_config.json").exists() else b"")
+    return h.hexdigest()[:16]
+
+
+def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
+            settings: PrepareSettings = PrepareSettings(), workers: int = 2, progress: bool = True) -> dict:
+    """Write (or reuse) the prepared corpus in ``out_dir``; return its ``meta.json`` contents."""
+    paths = [Path(p) for p in corpus]
+    if not paths:
+        raise ValueError("no corpus files given")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"corpus file {p} not found")
+    tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
+    tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
+    key = fingerprint(paths, tokenizer_dir, settings)
+    existing = read_meta(out_dir) if (out_dir / "meta.json").exists() else None
+    if existing and existing["fingerprint"] == key:
+        return existing
+
+    stats = CorpusStats()
+    documents = read_documents(paths, format=settings.format, stats=stats)  # checks files up front
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        counts, errors = {s: [] for s in SPLITS}, []
+        bar = tqdm(desc="preparing corpus", unit="B", unit_scale=True, disable=not progress)
+        for shard, result in enumerate(_run(_chunks(documents, settings.shard_bytes, bar), tokenizer_dir,
+                                            settings, tmp, workers)):
+            for split in SPLITS:
+                counts[split].append(result[split])
+            errors += result["errors"]
+        bar.close()
+        require_documents(stats, paths)
+        if sum(counts["train"]) == 0:
+            raise ValueError(errors[0] if errors else f"no training instances could be made from "
+                             f"{', '.join(map(str, paths))}")
+        meta = {
+            "fingerprint": key,
+            "settings": dataclasses.asdict(settings),
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": _dtype(tokenizer.vocab_size).__name__,
+            "shards": {split: counts[split] for split in SPLITS},
+            "instances": {split: sum(counts[split]) for split in SPLITS},
+            "corpus": {"files": [str(p) for p in paths], **dataclasses.asdict(stats)},
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def read_meta(directory: Path) -> dict:
+    return json.loads((Path(directory) / "meta.json").read_text())
+
+
+def shard_path(directory: Path, split: str, shard: int, array: str) -> Path:
+    return Path(directory) / f"{split}-{shard:05d}-{array}.npy"
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+def _chunks(documents: Iterator[Document], shard_bytes: int, bar: tqdm) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    size = 0
+    for doc in documents:
+        chunk.append(doc)
+        n = sum(len(s) for s in doc)
+        size += n
+        bar.update(n)
+        if size >= shard_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _run(chunks: Iterator[list[Document]], tokenizer_dir: Path, settings: PrepareSettings, out: Path,
+         workers: int) -> Iterator[dict]:
+    """Shard results in order; with workers > 1, a pool with a bounded number of chunks in flight."""
+    if workers <= 1:
+        _init_worker(tokenizer_dir, settings)
+        for i, chunk in enumerate(chunks):
+            yield _make_shard(i, chunk, out)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer_dir, settings)) as pool:
+        pending: deque = deque()
+        for i, chunk in enumerate(chunks):
+            pending.append(pool.apply_async(_make_shard, (i, chunk, out)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+_worker: dict = {}
+
+
+def _init_worker(tokenizer_dir: Path, settings: PrepareSettings) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _worker["tokenizer"] = BertTokenizer.from_pretrained(tokenizer_dir)
+    _worker["settings"] = settings
+
+
+def _make_shard(index: int, documents: list[Document], out: Path) -> dict:
+    """Tokenize one chunk of documents, split off held-out documents, write both splits' arrays."""
+    tokenizer: BertTokenizer = _worker["tokenizer"]
+    s: PrepareSettings = _worker["settings"]
+    flat = [sentence for doc in documents for sentence in doc]
+    ids = iter(tokenizer.piece_ids(flat))
+    tokenized = [[np.asarray(next(ids), dtype=np.int32) for _ in doc] for doc in documents]
+    rng = np.random.default_rng([s.seed, index])
+    held_out = rng.random(len(tokenized)) < s.eval_fraction
+    splits = {"train": [d for d, h in zip(tokenized, held_out) if not h],
+              "eval": [d for d, h in zip(tokenized, held_out) if h]}
+    if len(splits["eval"]) < 2:  # too few to pair with random documents: keep them for training
+        splits = {"train": tokenized, "eval": []}
+    result: dict = {"errors": []}
+    for split, docs in splits.items():
+        instances: list[Instance] = []
+        if docs:
+            try:
+                instances = create_instances(docs, special_ids(tokenizer), s.max_seq_length, s.short_seq_prob,
+                                             s.dupe_factor if split == "train" else 1, rng, s.nsp)
+            except ValueError as e:  # e.g. no document long enough for NSP in this chunk
+                result["errors"].append(str(e))
+        _write(out, split, index, instances, s.max_seq_length, tokenizer)
+        result[split] = len(instances)
+    return result
+
+
+def _dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+def _write(out: Path, split: str, index: int, instances: list[Instance], width: int,
+           tokenizer: BertTokenizer) -> None:
+    n = len(instances)
+    tokens = np.full((n, width), tokenizer.pad_token_id, dtype=_dtype(tokenizer.vocab_size))
+    lengths = np.zeros(n, dtype=np.int16)
+    b_start = np.zeros(n, dtype=np.int16)  # first position of segment B (== length when there is none)
+    random_next = np.zeros(n, dtype=np.uint8)
+    for i, inst in enumerate(instances):
+        tokens[i, :len(inst.tokens)] = inst.tokens
+        lengths[i] = len(inst.tokens)
+        b = np.flatnonzero(inst.segment_ids)
+        b_start[i] = b[0] if b.size else len(inst.tokens)
+        random_next[i] = inst.is_random_next
+    for name, array in zip(ARRAYS, (tokens, lengths, b_start, random_next)):
+        np.save(shard_path(out, split, index, name), array)
