@@ -19,7 +19,13 @@ ENCODER_PREFIXES = ("embeddings.", "encoder.")
 
 
 class CheckpointError(ValueError):
-    pass
+    """A checkpoint that does not fit the model; ``mismatched`` maps tensor names to their
+    (checkpoint shape, model shape) when shapes differ, so callers can explain what a size means."""
+
+    def __init__(self, message: str,
+                 mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None):
+        super().__init__(message)
+        self.mismatched = mismatched or {}
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -52,8 +58,13 @@ def _rename(key: str, model_keys: set[str], prefix: str) -> str:
     return key
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model``: shape mismatches are errors, missing heads a warning."""
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+              drop_mismatched: bool = False) -> None:
+    """Copy ``state`` into ``model``: shape mismatches are errors, missing heads a warning.
+
+    ``drop_mismatched`` keeps the model's fresh tensors where the checkpoint's have another shape (a
+    classifier with another number of labels) and lists them in a warning instead of failing.
+    """
     prefix = getattr(model, "base_model_prefix", "bert") + "."
     own = model.state_dict()
     own_keys = set(own)
@@ -69,11 +80,16 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     if bias_key and bias_key not in renamed and "cls.predictions.decoder.bias" in state:
         renamed[bias_key] = state["cls.predictions.decoder.bias"]
 
-    for name, tensor in renamed.items():
-        if tensor.shape != own[name].shape:
-            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} in the "
-                                  f"checkpoint but {tuple(own[name].shape)} in the model")
-    missing = sorted(own_keys - set(renamed))
+    mismatched = {name: (tuple(tensor.shape), tuple(own[name].shape))
+                  for name, tensor in renamed.items() if tensor.shape != own[name].shape}
+    if mismatched and not drop_mismatched:
+        name, (theirs, ours) = next(iter(mismatched.items()))
+        more = f" ({len(mismatched) - 1} more tensors differ)" if len(mismatched) > 1 else ""
+        raise CheckpointError(f"{source}: tensor {name!r} has shape {theirs} in the checkpoint but {ours} "
+                              f"in the model{more}", mismatched)
+    for name in mismatched:
+        del renamed[name]
+    missing = sorted(own_keys - set(renamed) - set(mismatched))
     broken = [k for k in missing if k.removeprefix(prefix).startswith(ENCODER_PREFIXES)]
     if broken:
         raise CheckpointError(f"{source}: checkpoint lacks encoder weights: {', '.join(broken[:8])}"
@@ -82,6 +98,10 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     if missing:
         warnings.warn(f"{source}: {len(missing)} weights not in the checkpoint were newly initialised "
                       f"(train them before use): {', '.join(missing)}", stacklevel=3)
+    if mismatched:
+        listed = ", ".join(f"{n} (checkpoint {a}, model {b})" for n, (a, b) in sorted(mismatched.items()))
+        warnings.warn(f"{source}: {len(mismatched)} weights whose shape differs from the checkpoint were "
+                      f"newly initialised (train them before use): {listed}", stacklevel=3)
     if unexpected:
         warnings.warn(f"{source}: ignored {len(unexpected)} checkpoint tensors the model does not use: "
                       f"{', '.join(sorted(unexpected))}", stacklevel=3)

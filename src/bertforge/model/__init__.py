@@ -1,8 +1,14 @@
 """The BERT model family: encoder and heads, with `transformers` weight names."""
 
 from bertforge.model.bert import BertModel
-from bertforge.model.outputs import BertOutput, PreTrainingOutput
+from bertforge.model.heads import (BertForMultipleChoice, BertForQuestionAnswering,
+                                   BertForSequenceClassification, BertForTokenClassification)
+from bertforge.model.outputs import (BertOutput, MultipleChoiceModelOutput, PreTrainingOutput,
+                                     QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput)
 from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.pretraining import BertForPreTraining
 
-__all__ = ["BertModel", "BertForPreTraining", "BertPreTrainedModel", "BertOutput", "PreTrainingOutput"]
+__all__ = ["BertModel", "BertForPreTraining", "BertPreTrainedModel", "BertOutput", "PreTrainingOutput",
+           "BertForSequenceClassification", "BertForMultipleChoice", "BertForTokenClassification",
+           "BertForQuestionAnswering", "SequenceClassifierOutput", "MultipleChoiceModelOutput",
+           "TokenClassifierOutput", "QuestionAnsweringOutput"]

@@ -25,3 +25,36 @@ class PreTrainingOutput:
     seq_relationship_logits: torch.Tensor | None = None  # (B, 2): 0 = IsNext, 1 = NotNext
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, num_labels)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MultipleChoiceModelOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, C): one score per choice
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # of (B * C, T, H)
+    attentions: tuple[torch.Tensor, ...] | None = None  # of (B * C, A, T, T)
+
+
+@dataclass
+class TokenClassifierOutput:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, num_labels)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class QuestionAnsweringOutput:
+    loss: torch.Tensor | None = None  # (CE(start) + CE(end)) / 2
+    start_logits: torch.Tensor | None = None  # (B, T)
+    end_logits: torch.Tensor | None = None  # (B, T)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None

@@ -49,11 +49,14 @@ class BertPreTrainedModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @classmethod
-    def from_pretrained(cls: type[M], path: str | os.PathLike, **config_overrides: Any) -> M:
+    def from_pretrained(cls: type[M], path: str | os.PathLike, *, ignore_mismatched_sizes: bool = False,
+                        **config_overrides: Any) -> M:
         """Load ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) from a directory.
 
         Keys may carry the ``bert.`` prefix or not. Weights missing from the checkpoint (a task head on
         an encoder-only checkpoint) keep their fresh initialisation and are listed in one warning.
+        ``ignore_mismatched_sizes`` does the same for tensors whose shape differs (a classifier with
+        another number of labels) instead of raising.
         """
         path = Path(path)
         if not path.is_dir():
@@ -66,7 +69,8 @@ class BertPreTrainedModel(nn.Module):
                 config.extra[key] = value
         config.validate()
         model = cls(config)
-        weights.load_into(model, weights.read_state_dict(path), source=str(path))
+        weights.load_into(model, weights.read_state_dict(path), source=str(path),
+                          drop_mismatched=ignore_mismatched_sizes)
         return model
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

@@ -202,10 +202,11 @@ def _run_config(args: PretrainArgs, model: BertForPreTraining, world: int) -> di
 
 
 def _check_resume(saved: dict, current: dict, path: Path) -> None:
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
-            raise ValueError(f"cannot resume from {path}: {key!r} was {saved.get(key)!r} in that run and is "
-                             f"{current.get(key)!r} now; use the original value or another --out")
+    changed = [f"{key!r} was {saved.get(key)!r} in that run and is {current.get(key)!r} now"
+               for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    if changed:
+        raise ValueError(f"cannot resume from {path}: {'; '.join(changed)}. Use the original values, "
+                         f"or another --out for a new run")
 
 
 def _autocast(args: PretrainArgs, device: torch.device):
@@ -250,7 +251,7 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
     held_out = eval_batches(InstanceStore(data_dir, "eval"), masker, args.batch_size, args.eval_instances)
 
     optimizer = build_optimizer(model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = build_schedule(optimizer, args.warmup_steps, args.max_steps, args.schedule)
+    scheduler = build_schedule(optimizer, min(args.warmup_steps, args.max_steps), args.max_steps, args.schedule)
     autocast, scaler = _autocast(args, device)
     guard = NonFiniteGuard(args.max_non_finite)
     run_config = _run_config(args, model, world)
