@@ -21,9 +21,12 @@ def _data_fetch(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from bertforge.demo import run_demo
+    from bertforge.demo import run_demo, run_minilm_demo
 
-    run_demo()
+    if args.minilm:
+        run_minilm_demo()
+    else:
+        run_demo(args.out, args.max_steps)
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -141,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_data_fetch)
 
     demo = commands.add_parser("demo", help="the main job: a small real end-to-end run")
+    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    demo.add_argument("--max-steps", type=int, default=900, help="pre-training steps (about 10 minutes)")
+    demo.add_argument("--minilm", action="store_true", help="instead: sentence similarities with the real "
+                      "all-MiniLM-L6-v2 weights")
     demo.set_defaults(func=_demo)
 
     enc = commands.add_parser("encode", help="one vector per input line, as JSON lines")

@@ -74,13 +74,16 @@ def check_sequence_classification(ours, theirs, labels):
     a, b = run_both(ours, theirs, **inputs)
     assert a.logits.shape == (3, ours.num_labels)
     assert_close(a.logits, b.logits)
+    problem_type = theirs.config.problem_type
     a, b = run_both(ours, theirs, **inputs, labels=labels)
+    theirs.config.problem_type = problem_type  # transformers stores its first guess in the config; we do not
     assert a.loss is not None and abs(a.loss.item() - b.loss.item()) < TOL
     return a
 
 
 def test_sequence_classification_from_transformers_keeps_logits_loss_and_label_names(tmp_path, hf):
-    theirs = hf_twin(hf, "BertForSequenceClassification", id2label=NAMES, label2id={v: k for k, v in NAMES.items()})
+    theirs = hf_twin(hf, "BertForSequenceClassification", id2label=NAMES,
+                     label2id={v: k for k, v in NAMES.items()})
     theirs.save_pretrained(tmp_path)
     ours = load_quietly(BertForSequenceClassification, tmp_path)
     assert ours.num_labels == 3 and ours.id2label == NAMES and ours.label2id == {"neg": 0, "neu": 1, "pos": 2}
@@ -334,7 +337,8 @@ def test_labels_of_the_wrong_shape_name_both_shapes(heads):
         qa(**inputs, start_positions=torch.tensor([1, 2, 3]), end_positions=torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="both start_positions and end_positions"):
         qa(**inputs, start_positions=torch.tensor([1, 2, 3]))
-    with pytest.raises(ValueError, match=r"input_ids must be a \(batch, choices, length\) tensor, got shape \(3, 12\)"):
+    with pytest.raises(ValueError, match=r"input_ids must be a \(batch, choices, length\) tensor, got shape "
+                                         r"\(3, 12\)"):
         mc(**inputs)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4, 9\) but input_ids has \(2, 4, 10\)"):
         mc(**{**choices(), "attention_mask": torch.ones(2, 4, 9, dtype=torch.long)})

@@ -99,7 +99,7 @@ def check_class_ids(name: str, labels: torch.Tensor, n: int, what: str = "labels
         low, high = int(real.min()), int(real.max())
         if low < 0 or high >= n:
             raise ValueError(f"{name} holds {low if low < 0 else high}, outside [0, {n}) for {n} {what} "
-                             f"(use {IGNORE_INDEX} to ignore a position)")
+                             f"(use {IGNORE_INDEX} for no loss)")
 
 
 class LabelledModel(BertPreTrainedModel):
