@@ -78,6 +78,69 @@ def _fill_mask(args: argparse.Namespace) -> None:
             print("  " + "  ".join(f"{token} ({p:.2f})" for token, p in candidates))
 
 
+def _data_options(args: argparse.Namespace):
+    from bertforge.tasks import DataOptions
+
+    return DataOptions(format=args.format, text_field=args.text_field, text_pair_field=args.text_pair_field,
+                       label_field=args.label_field, encoding=args.encoding, scheme=args.scheme,
+                       max_length=args.max_length, doc_stride=args.doc_stride,
+                       max_query_length=args.max_query_length, n_best=args.n_best,
+                       max_answer_length=args.max_answer_length, null_threshold=args.null_threshold)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--format", default="auto", help="classify/regress: table (CSV/TSV/JSONL), snli, fasttext, "
+                   "glue:TASK (MNLI, QQP, QNLI, SST-2, CoLA, STS-B, MRPC, RTE, WNLI); choice: swag; tag: conll, "
+                   "peoples-daily; qa: squad (v1.1 or v2.0)")
+    g.add_argument("--text-field", default="text")
+    g.add_argument("--text-pair-field", default="text_pair")
+    g.add_argument("--label-field", default="label")
+    g.add_argument("--encoding", default="utf-8")
+    g.add_argument("--scheme", choices=["BIO", "IOBES"], default="BIO", help="tagging scheme")
+    g.add_argument("--max-length", type=int, default=128, help="pieces per input (QA: per window)")
+    g.add_argument("--doc-stride", type=int, default=128, help="QA: overlap between context windows")
+    g.add_argument("--max-query-length", type=int, default=64)
+    g.add_argument("--n-best", type=int, default=20)
+    g.add_argument("--max-answer-length", type=int, default=30)
+    g.add_argument("--null-threshold", type=float, default=0.0, help="SQuAD v2: answer '' above this")
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from bertforge.train.finetune import FinetuneArgs, finetune
+
+    summary = finetune(FinetuneArgs(
+        task=args.task, model=args.model, train=args.train, dev=args.dev, test=args.test, out=args.out,
+        data=_data_options(args), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        warmup=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, seeds=args.seeds,
+        max_train_examples=args.max_train_examples, freeze_encoder=args.freeze_encoder, features=args.features,
+        ignore_mismatched_sizes=args.ignore_mismatched_sizes, progress=args.progress))
+    shown = {k: v for k, v in summary.items() if isinstance(v, float) and not k.endswith("_std")}
+    print(f"{summary['split']} ({len(summary['seeds'])} seed(s)): " + ", ".join(
+        f"{k} {v:.4f} ± {summary[k + '_std']:.4f}" for k, v in shown.items()))
+    print(f"model: {args.out}/model   results: {args.out}/eval_results.json")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from bertforge.train.finetune import evaluate_file
+
+    result = evaluate_file(args.model, args.data, _data_options(args))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from bertforge.train.finetune import predict_file
+
+    n = predict_file(args.model, args.input, args.output, _data_options(args))
+    print(f"wrote {n} predictions to {args.output}")
+
+
 def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     from bertforge.config import PRESETS
     from bertforge.train.pretrain import PretrainArgs as D
@@ -177,6 +240,43 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("--top-k", type=int, default=5)
     fm.add_argument("texts", nargs="+", help='sentences with [MASK], e.g. "Paris is the [MASK] of France."')
     fm.set_defaults(func=_fill_mask)
+    ft = commands.add_parser("finetune", help="fine-tune a pre-trained model on a task")
+    ft.add_argument("--task", required=True, choices=["classify", "regress", "choice", "tag", "qa"])
+    ft.add_argument("--model", required=True, help="pre-trained model directory (transformers layout)")
+    ft.add_argument("--train", required=True)
+    ft.add_argument("--dev", required=True)
+    ft.add_argument("--test")
+    ft.add_argument("--out", required=True)
+    ft.add_argument("--epochs", type=int, default=3)
+    ft.add_argument("--lr", type=float, default=3e-5)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warm-up")
+    ft.add_argument("--weight-decay", type=float, default=0.01)
+    ft.add_argument("--dropout", type=float, help="override dropout (default: the checkpoint's, 0.1)")
+    ft.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean ± std reported")
+    ft.add_argument("--max-train-examples", type=int, help="use only the first N training examples")
+    ft.add_argument("--freeze-encoder", action="store_true", help="feature-based: train only the task layer")
+    ft.add_argument("--features", choices=["last", "concat-last-4", "scalar-mix"], default="concat-last-4",
+                    help="with --freeze-encoder: which layer outputs feed the task layer")
+    ft.add_argument("--ignore-mismatched-sizes", action="store_true",
+                    help="re-initialise a checkpoint head whose number of labels differs")
+    ft.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_data_arguments(ft)
+    ft.set_defaults(func=_finetune)
+
+    ev = commands.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--output", help="also write the metrics (JSON) here")
+    _add_data_arguments(ev)
+    ev.set_defaults(func=_evaluate)
+
+    pr = commands.add_parser("predict", help="one JSON line of predictions per input line")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--input", required=True, help="JSON lines with the task's fields, or plain text lines")
+    pr.add_argument("--output", required=True)
+    _add_data_arguments(pr)
+    pr.set_defaults(func=_predict)
     return parser
 
 
