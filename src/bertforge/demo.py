@@ -80,13 +80,13 @@ def unigram_accuracy(data_dir: Path, masker: Masker, batch_size: int, max_instan
     return float((labels == guess).float().mean())
 
 
-def run_demo(out: str = "runs/demo", max_steps: int = 900) -> None:
+def run_demo(out: str = "runs/demo", max_steps: int = 250) -> None:
     torch.manual_seed(0)
     gensim = fetch("gensim-data")
     corpus = [gensim / "enwiki-sample.xml.bz2", gensim / "lee_background.cor"]
     args = PretrainArgs(corpus=[str(p) for p in corpus], out=out, vocab_size=8000, preset="mini", seq_len=128,
-                        batch_size=32, max_steps=max_steps, lr=5e-4, warmup_steps=max_steps // 10,
-                        save_every=100, eval_every=100, eval_instances=512, seed=12345)
+                        batch_size=32, max_steps=max_steps, lr=1e-3, warmup_steps=max_steps // 10,
+                        save_every=50, eval_every=50, eval_instances=512, seed=12345)
     print(f"\nPre-training a 'mini' BERT (4 layers, H=256) on {', '.join(p.name for p in corpus)}: "
           f"{max_steps} steps of 32 x 128 tokens, MLM + NSP, logs in {out}/")
     start = time.perf_counter()

@@ -455,9 +455,9 @@ def check_labels(train_labels: Iterable[Hashable], dev_labels: Iterable[Hashable
                          " or unlabelled")
     unseen = set(dev_labels) - known
     if unseen:
-        raise ValueError(f"{path}: label(s) {sorted(map(repr, unseen))} never seen in training"
+        raise ValueError(f"{path}: label(s) {', '.join(sorted(map(repr, unseen)))} never seen in training"
                          f"{f' ({train_path})' if train_path else ''}; known labels: "
-                         f"{sorted(map(repr, known))}")
+                         f"{', '.join(sorted(map(repr, known)))}")
     return sorted(known, key=str)
 
 

@@ -159,7 +159,7 @@ def finetune(args: FinetuneArgs) -> dict:
             for batch_idx in F.bucketed_batches(lengths, args.batch_size, shuffle=True, seed=seed, epoch=epoch):
                 batch = F.collate([train_feats[i] for i in batch_idx], tokenizer.pad_token_id)
                 loss = model(**_model_inputs(batch, device, with_targets=True)).loss
-                if guard.check(loss, step):
+                if guard.check(loss.detach(), step):
                     loss.backward()
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
                     optimizer.step()

@@ -1,0 +1,190 @@
+"""Fine-tuning end to end on small synthetic tasks with a small random model: every task family runs
+through finetune, evaluate and predict; learnable tasks are learned; bad input fails clearly."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from bertforge.cli import main as cli
+from bertforge.config import BertConfig
+from bertforge.data.fetch import fetch
+from bertforge.model import BertForPreTraining
+from bertforge.tasks import DataOptions
+from bertforge.train.finetune import FinetuneArgs, evaluate_file, finetune, predict_file
+from bertforge.vocab import train_vocab
+
+POSITIVE, NEGATIVE = ["good", "great", "fine", "lovely"], ["bad", "awful", "poor", "sad"]
+FILLER = "the a movie film plot actor was is very quite and but it this story".split()
+NAMES = ["Alice", "Bob", "Carol", "Dave"]
+
+
+def sentence(rng, extra):
+    words = rng.sample(FILLER, 5) + [extra]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A 'pre-trained' model: random weights (4 layers, H=64), a vocabulary of the synthetic words."""
+    d = tmp_path_factory.mktemp("model")
+    text = " ".join(POSITIVE + NEGATIVE + FILLER + NAMES + ["lives", "in", "Paris", "London", "."] * 5)
+    tok = train_vocab([text] * 20 + [(fetch("allennlp-fixtures") / "squad.json").read_text()], 400,
+                      min_frequency=1)
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    BertForPreTraining(BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=4,
+                                  num_attention_heads=2, intermediate_size=128, max_position_embeddings=256)
+                       ).save_pretrained(d)
+    return d
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sentiment(tmp_path_factory):
+    d, rng = tmp_path_factory.mktemp("sentiment"), random.Random(0)
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = rng.choice(["pos", "neg"])
+            out.append({"text": sentence(rng, rng.choice(POSITIVE if label == "pos" else NEGATIVE)), "label": label})
+        return out
+    return write_jsonl(d / "train.jsonl", rows(320)), write_jsonl(d / "dev.jsonl", rows(60))
+
+
+def args(model_dir, train, dev, out, **kw):
+    base = dict(task="classify", model=str(model_dir), train=str(train), dev=str(dev), out=str(out), epochs=4,
+                lr=2e-3, batch_size=16, dropout=0.0, progress=False)
+    return FinetuneArgs(**{**base, **kw})
+
+
+def test_classification_learns_and_round_trips_through_evaluate_and_predict(model_dir, sentiment, tmp_path, hf):
+    train, dev = sentiment
+    summary = finetune(args(model_dir, train, dev, tmp_path / "run", seeds=[1, 2]))
+    assert summary["accuracy"] > 0.9 and summary["split"] == "dev"
+    assert set(summary["per_seed"]) == {"1", "2"} and "accuracy_std" in summary
+    saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert saved["accuracy"] == summary["accuracy"] and {"macro_f1", "mcc", "f1"} <= set(saved)
+    assert (tmp_path / "run" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert any("loss" in json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open())
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["architectures"] == ["BertForSequenceClassification"]
+    theirs = hf.BertForSequenceClassification.from_pretrained(tmp_path / "run" / "model")
+    assert theirs.config.id2label == {0: "neg", 1: "pos"}
+
+    best = summary["per_seed"][str(saved["best_seed"])]["dev"]["accuracy"]
+    assert evaluate_file(tmp_path / "run" / "model", dev, DataOptions())["accuracy"] == pytest.approx(best)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("the movie was very good\n" + json.dumps({"text": "the plot is awful"}) + "\n")
+    assert predict_file(tmp_path / "run" / "model", inputs, tmp_path / "out.jsonl", DataOptions()) == 2
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [x["label"] for x in lines] == ["pos", "neg"] and all(0.5 < x["score"] <= 1 for x in lines)
+
+
+def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys):
+    train, dev = sentiment
+    cli(["finetune", "--task", "classify", "--model", str(model_dir), "--train", str(train), "--dev", str(dev),
+         "--out", str(tmp_path), "--epochs", "1", "--lr", "2e-3", "--no-progress"])
+    assert "accuracy" in capsys.readouterr().out
+    cli(["evaluate", "--model", str(tmp_path / "model"), "--data", str(dev), "--output", str(tmp_path / "m.json")])
+    assert json.loads((tmp_path / "m.json").read_text())["examples"] == 60
+    (tmp_path / "in.txt").write_text("good\nbad\nfine\n")
+    cli(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt"),
+         "--output", str(tmp_path / "p.jsonl")])
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
+
+
+def test_regression(model_dir, tmp_path):
+    rng = random.Random(1)
+    rows = lambda n: [{"text": sentence(rng, w), "label": 1.0 if w in POSITIVE else -1.0}
+                      for w in (rng.choice(POSITIVE + NEGATIVE) for _ in range(n))]
+    train, dev = write_jsonl(tmp_path / "t.jsonl", rows(200)), write_jsonl(tmp_path / "d.jsonl", rows(40))
+    summary = finetune(args(model_dir, train, dev, tmp_path / "run", task="regress"))
+    assert summary["pearson"] > 0.8 and {"spearman", "mse"} <= set(summary)
+
+
+def test_tagging_and_frozen_feature_based_variant(model_dir, tmp_path):
+    rng = random.Random(2)
+    def sentences(n):
+        out = []
+        for _ in range(n):
+            name, city = rng.choice(NAMES), rng.choice(["Paris", "London"])
+            words = [name, "lives", "in", city, "."]
+            tags = ["B-PER", "O", "O", "B-LOC", "O"]
+            out.append("".join(f"{w} {t}\n" for w, t in zip(words, tags)) + "\n")
+        return "".join(out)
+    (tmp_path / "train.conll").write_text(sentences(150))
+    (tmp_path / "dev.conll").write_text(sentences(30))
+    common = dict(task="tag", train=tmp_path / "train.conll", dev=tmp_path / "dev.conll", epochs=3,
+                  data=DataOptions(format="conll"))
+    full = finetune(args(model_dir, **common, out=tmp_path / "full"))
+    assert full["f1"] > 0.9 and {"precision", "recall"} <= set(full)
+    frozen = finetune(args(model_dir, **common, out=tmp_path / "frozen", freeze_encoder=True,
+                           features="concat-last-4", lr=1e-2))
+    assert frozen["f1"] > 0.5
+    before = BertForPreTraining.from_pretrained(model_dir).bert.encoder.layer[3].output.dense.weight
+    after = torch.load if False else None
+    from safetensors.torch import load_file
+    state = load_file(tmp_path / "frozen" / "model" / "model.safetensors")
+    assert torch.equal(state["bert.encoder.layer.3.output.dense.weight"], before)  # the encoder never moved
+    assert state["classifier.weight"].shape == (3, 4 * 64)  # concat of the last four layers
+    (tmp_path / "in.txt").write_text("Carol lives in London .\n")
+    predict_file(tmp_path / "full" / "model", tmp_path / "in.txt", tmp_path / "p.jsonl", DataOptions())
+    assert json.loads((tmp_path / "p.jsonl").read_text())["tags"] == ["B-PER", "O", "O", "B-LOC", "O"]
+    del after
+
+
+def test_qa_and_multiple_choice_run_end_to_end(model_dir, tmp_path):
+    squad = fetch("allennlp-fixtures") / "squad.json"
+    summary = finetune(args(model_dir, squad, squad, tmp_path / "qa", task="qa", epochs=2,
+                            data=DataOptions(max_length=96, doc_stride=32)))
+    assert {"exact_match", "f1"} <= set(summary) and 0 <= summary["f1"] <= 100
+    evaluated = evaluate_file(tmp_path / "qa" / "model", squad, DataOptions(max_length=96, doc_stride=32))
+    assert evaluated["total"] == 5
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Who lives in Paris?", "context": "Alice lives in Paris."}) + "\n")
+    predict_file(tmp_path / "qa" / "model", tmp_path / "q.jsonl", tmp_path / "a.jsonl", DataOptions())
+    answer = json.loads((tmp_path / "a.jsonl").read_text())["answer"]
+    assert isinstance(answer, str) and answer in "Alice lives in Paris."
+
+    header = "video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label\n"
+    rows = "".join(f"v{i},{i},x,She felt,so she said,gold,{'good' if i % 2 else 'bad'},the,a,it,{0}\n"
+                   for i in range(40))
+    (tmp_path / "swag.csv").write_text(header + rows)
+    summary = finetune(args(model_dir, tmp_path / "swag.csv", tmp_path / "swag.csv", tmp_path / "mc",
+                            task="choice", epochs=2))
+    assert summary["accuracy"] > 0.9  # the answer is always the first ending
+
+
+def test_bad_input_is_a_clear_error(model_dir, sentiment, tmp_path):
+    train, dev = sentiment
+    unseen = write_jsonl(tmp_path / "unseen.jsonl", [{"text": "good", "label": "pos"}, {"text": "x", "label": "meh"}])
+    with pytest.raises(ValueError, match=r"unseen.jsonl: label\(s\) 'meh' never seen.*known labels: 'neg', 'pos'"):
+        finetune(args(model_dir, train, unseen, tmp_path / "a"))
+    (tmp_path / "missing.jsonl").write_text('{"text": "good", "label": "pos"}\n{"txt": "bad", "label": "neg"}\n')
+    with pytest.raises(ValueError, match=r"missing.jsonl:2.*'text'"):
+        finetune(args(model_dir, tmp_path / "missing.jsonl", dev, tmp_path / "b"))
+    (tmp_path / "broken.jsonl").write_text('{"text": "good", "label": "pos"}\n{"text": "bad", \n')
+    with pytest.raises(ValueError, match=r"broken.jsonl:2"):
+        finetune(args(model_dir, tmp_path / "broken.jsonl", dev, tmp_path / "c"))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="empty.jsonl"):
+        finetune(args(model_dir, tmp_path / "empty.jsonl", dev, tmp_path / "d"))
+
+
+def test_head_size_mismatch_needs_ignore_mismatched_sizes(model_dir, sentiment, tmp_path):
+    train, dev = sentiment
+    finetune(args(model_dir, train, dev, tmp_path / "two", epochs=1))
+    rng = random.Random(3)
+    three = [{"text": sentence(rng, w), "label": lab} for w, lab in
+             [(rng.choice(POSITIVE), "pos"), (rng.choice(NEGATIVE), "neg"), ("the", "neutral")] * 20]
+    t3 = write_jsonl(tmp_path / "three.jsonl", three)
+    with pytest.raises(ValueError, match="classifier head has 2 labels and the model 3.*ignore_mismatched_sizes"):
+        finetune(args(tmp_path / "two" / "model", t3, t3, tmp_path / "x", epochs=1))
+    with pytest.warns(UserWarning, match="classifier.weight"):
+        finetune(args(tmp_path / "two" / "model", t3, t3, tmp_path / "y", epochs=1, ignore_mismatched_sizes=True))
