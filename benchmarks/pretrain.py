@@ -38,19 +38,12 @@ import torch
 
 from bertforge.config import BertConfig
 
+from encode import matmul_gflops  # benchmarks/ is the script's directory, so on sys.path
+
 IGNORE_INDEX = -100
 
 
 # --- 1. training step ----------------------------------------------------------------------------
-
-def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
-
 
 def make_batch(config: BertConfig, batch: int, length: int, g: torch.Generator, mlm_prob: float = 0.15,
                max_predictions: int = 20) -> dict[str, torch.Tensor]:
