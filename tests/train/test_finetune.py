@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from bertforge.cli import main as cli
 from bertforge.config import BertConfig
@@ -129,15 +130,12 @@ def test_tagging_and_frozen_feature_based_variant(model_dir, tmp_path):
                            features="concat-last-4", lr=1e-2))
     assert frozen["f1"] > 0.5
     before = BertForPreTraining.from_pretrained(model_dir).bert.encoder.layer[3].output.dense.weight
-    after = torch.load if False else None
-    from safetensors.torch import load_file
     state = load_file(tmp_path / "frozen" / "model" / "model.safetensors")
     assert torch.equal(state["bert.encoder.layer.3.output.dense.weight"], before)  # the encoder never moved
     assert state["classifier.weight"].shape == (3, 4 * 64)  # concat of the last four layers
     (tmp_path / "in.txt").write_text("Carol lives in London .\n")
     predict_file(tmp_path / "full" / "model", tmp_path / "in.txt", tmp_path / "p.jsonl", DataOptions())
     assert json.loads((tmp_path / "p.jsonl").read_text())["tags"] == ["B-PER", "O", "O", "B-LOC", "O"]
-    del after
 
 
 def test_qa_and_multiple_choice_run_end_to_end(model_dir, tmp_path):

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bertforge.config import BertConfig
+from bertforge.model import BertForPreTraining
 from bertforge.train.logs import read_metrics
 from bertforge.train.pretrain import PretrainArgs, pretrain
 from bertforge.vocab import train_vocab
@@ -123,7 +125,8 @@ def test_two_gloo_processes_make_the_same_update_as_one_with_twice_the_batch(cor
     assert two.returncode == 0, two.stdout + two.stderr
     a = load_file(tmp_path / "one" / "model" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model" / "model.safetensors")
-    start = load_file(next((tmp_path / "one" / "checkpoints").iterdir()) / "model.safetensors")
+    torch.manual_seed(12345)  # the run's seed: the same initial weights as both runs
+    start = BertForPreTraining(BertConfig.from_json_file(tmp_path / "one" / "model" / "config.json")).state_dict()
     moved = max((a[k] - start[k]).abs().max().item() for k in a)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
@@ -131,8 +134,19 @@ def test_two_gloo_processes_make_the_same_update_as_one_with_twice_the_batch(cor
     for (_, x, y), (_, u, v) in zip(la, lb):
         assert (x is None) == (u is None) and (x is None or abs(x - u) < 1e-5)
         assert (y is None) == (v is None) and (y is None or abs(y - v) < 1e-5)
+    assert moved > 1e-4  # the update is real, so the equality above means something
     assert json.loads((tmp_path / "two" / "run_config.json").read_text())["batch_size"] == 4
-    del moved
+
+
+def test_two_gloo_processes_without_nsp(corpus, tmp_path):
+    """Without NSP the pooler and NSP head get no gradient; DDP must still run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "bertforge", "pretrain", *cli_args(corpus, tmp_path, **{"--max-steps": "2"}),
+                          "--no-nsp"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r] == [2]
+    assert all(r.get("nsp_loss") is None for r in read_metrics(tmp_path / "metrics.jsonl"))
 
 
 def test_bad_input_and_resume_mismatch(corpus, tmp_path):

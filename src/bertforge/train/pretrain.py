@@ -120,6 +120,16 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ranks (on the GPU under NCCL, which reduces only CUDA tensors); no-op alone."""
+    if not dist.is_initialized():
+        return t
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    reduced = t.to(device)
+    dist.all_reduce(reduced)
+    return reduced.to(t.device)
+
+
 def _on_rank0(rank: int, fn):
     """Run ``fn`` on rank 0; other ranks wait; an error on rank 0 reaches every rank."""
     error = None
@@ -129,8 +139,7 @@ def _on_rank0(rank: int, fn):
         except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
             error = e
     if dist.is_initialized():
-        flag = torch.tensor([error is not None], dtype=torch.int32)
-        dist.all_reduce(flag)
+        flag = _all_reduce(torch.tensor([error is not None], dtype=torch.int32))
         if flag.item() and error is None:
             raise RuntimeError("rank 0 failed while preparing; see its error")
     if error is not None:
@@ -273,7 +282,9 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
         if rank == 0:
             print(f"resuming from {latest} (step {start})", flush=True)
 
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+    # Without NSP the pooler and NSP head get no gradient: DDP must be told to expect that.
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  find_unused_parameters=not args.nsp) \
         if world > 1 else None
     net = ddp or model
     log = MetricsLog(out / "metrics.jsonl", resume_from_step=start) if rank == 0 else None
@@ -313,8 +324,7 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
             micro_batches = [train.batch(step, m, rank) for m in range(args.grad_accum)]
             counts = torch.tensor([sum(int((b["labels"] != -100).sum()) for b in micro_batches),
                                    sum(len(b["input_ids"]) for b in micro_batches)], dtype=torch.float64)
-            if world > 1:
-                dist.all_reduce(counts)
+            counts = _all_reduce(counts)
             n_labels, n_sequences = counts.tolist()
             sums = torch.zeros(3, dtype=torch.float64)  # mlm loss sum, nsp loss sum, real tokens
             for m, batch in enumerate(micro_batches):
@@ -334,8 +344,7 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
                 sums += torch.tensor([o.mlm_loss.item() * n_local,
                                       o.nsp_loss.item() * len(batch["input_ids"]) if args.nsp else 0.0,
                                       batch["attention_mask"].sum().item()], dtype=torch.float64)
-            if world > 1:
-                dist.all_reduce(sums)
+            sums = _all_reduce(sums)
             mlm_loss = sums[0].item() / max(n_labels, 1)
             nsp_loss = sums[1].item() / n_sequences
             step_loss = mlm_loss + nsp_loss
@@ -363,9 +372,7 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
                         elapsed_s=time.perf_counter() - started, skipped_steps=guard.skipped)
             if rank == 0 and held_out and (step % args.eval_every == 0 or step == args.max_steps):
                 log.log(step, **evaluate(model, held_out, device))
-            stop = torch.tensor([interrupted["flag"]], dtype=torch.int32)
-            if world > 1:
-                dist.all_reduce(stop)
+            stop = _all_reduce(torch.tensor([interrupted["flag"]], dtype=torch.int32))
             if step % args.save_every == 0 or step == args.max_steps or stop.item():
                 save(step)
             if stop.item():
