@@ -252,6 +252,9 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
     tokenizer, data_dir = _prepare_inputs(args, out, rank)
     torch.manual_seed(args.seed)
     model = _build_model(args, tokenizer).to(device)
+    if not args.nsp:  # no loss reaches the pooler and NSP head: leave them out of training (and of DDP)
+        model.bert.pooler.requires_grad_(False)
+        model.cls.seq_relationship.requires_grad_(False)
     masker = Masker(special_ids(tokenizer),
                     MaskingSettings(args.masked_lm_prob, args.max_predictions_per_seq, args.whole_word_mask,
                                     args.static_masks),
@@ -282,9 +285,7 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
         if rank == 0:
             print(f"resuming from {latest} (step {start})", flush=True)
 
-    # Without NSP the pooler and NSP head get no gradient: DDP must be told to expect that.
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                  find_unused_parameters=not args.nsp) \
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else None
     net = ddp or model
     log = MetricsLog(out / "metrics.jsonl", resume_from_step=start) if rank == 0 else None
