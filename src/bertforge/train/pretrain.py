@@ -288,7 +288,8 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else None
     net = ddp or model
-    log = MetricsLog(out / "metrics.jsonl", resume_from_step=start) if rank == 0 else None
+    # Keep the records up to the checkpoint (none on a fresh start), so the log reads as one run.
+    log = MetricsLog(out / "metrics.jsonl", resume_from_step=start if start else -1) if rank == 0 else None
     if rank == 0:
         (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(args), indent=2, default=str))
         if start == 0 and held_out:
