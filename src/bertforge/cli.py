@@ -20,6 +20,19 @@ def _data_fetch(args: argparse.Namespace) -> None:
         print(fetch(name))
 
 
+def _data_prepare(args: argparse.Namespace) -> None:
+    from bertforge.data.prepare import PrepareSettings, prepare
+
+    settings = PrepareSettings(max_seq_length=args.seq_len, short_seq_prob=args.short_seq_prob,
+                               dupe_factor=args.dupe_factor, nsp=args.nsp, eval_fraction=args.eval_fraction,
+                               seed=args.seed, format=args.format)
+    meta = prepare(args.corpus, args.tokenizer, args.out, settings, workers=args.workers)
+    c = meta["corpus"]
+    print(f"{c['documents']:,} documents ({c['empty_documents_skipped']} empty skipped, "
+          f"{c['undecodable_bytes_replaced']} undecodable bytes replaced) -> {meta['instances']['train']:,} "
+          f"training and {meta['instances']['eval']:,} held-out instances in {args.out}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from bertforge.demo import run_demo, run_minilm_demo
 
@@ -205,6 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("names", nargs="*", help="source names, e.g. minilm")
     fetch.add_argument("--list", action="store_true", help="list the sources")
     fetch.set_defaults(func=_data_fetch)
+    prep = data_commands.add_parser("prepare", help="corpus -> sharded pre-training instances (pretrain "
+                                    "runs this itself)")
+    prep.add_argument("--corpus", nargs="+", required=True, metavar="PATH")
+    prep.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.txt)")
+    prep.add_argument("--out", required=True)
+    prep.add_argument("--format", default="auto")
+    prep.add_argument("--seq-len", type=int, default=128)
+    prep.add_argument("--no-nsp", dest="nsp", action="store_false")
+    prep.add_argument("--dupe-factor", type=int, default=1)
+    prep.add_argument("--short-seq-prob", type=float, default=0.1)
+    prep.add_argument("--eval-fraction", type=float, default=0.05)
+    prep.add_argument("--workers", type=int, default=2)
+    prep.add_argument("--seed", type=int, default=12345)
+    prep.set_defaults(func=_data_prepare)
 
     demo = commands.add_parser("demo", help="the main job: a small real end-to-end run")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")

@@ -110,3 +110,13 @@ def test_bad_corpora_are_clear_errors(tmp_path, corpus):
                    progress=False, workers=1)
     assert meta["instances"]["train"] >= 1
     assert not (tmp_path / "out").exists() or (tmp_path / "out" / "meta.json").exists()
+
+
+def test_cli_data_prepare(corpus, tmp_path, capsys):
+    from bertforge.cli import main
+
+    path, tok_dir = corpus
+    main(["data", "prepare", "--corpus", str(path), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "p"),
+          "--seq-len", "32", "--workers", "1"])
+    assert "training and" in capsys.readouterr().out
+    assert len(InstanceStore(tmp_path / "p")) > 0
