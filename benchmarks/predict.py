@@ -5,7 +5,7 @@
    fixed-size padded batches (max_length 128) in input order.
 2. Fine-tuning step (forward + backward + AdamW) on the same padded batches of SNLI pairs.
 
-    .venv/bin/python benchmarks/predict.py [--threads 2] [--pairs 2000] [--repeats 3]
+    .venv/bin/python benchmarks/predict.py [--threads 2] [--pairs 500] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def median_time(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--pairs", type=int, default=2000, help="SNLI test pairs to predict")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=500, help="SNLI test pairs to predict")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--train-steps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

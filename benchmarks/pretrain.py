@@ -93,7 +93,8 @@ def bench_train(args: argparse.Namespace) -> None:
     batches = [make_batch(config, B, T, g) for _ in range(args.warmup + args.steps)]
     labelled = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches) / len(batches)
 
-    ours.eval(), theirs.eval()
+    ours.eval()
+    theirs.eval()
     with torch.no_grad():
         b = batches[0]
         ours_loss = ours(b["input_ids"], b["token_type_ids"], b["attention_mask"], labels=b["labels"],
@@ -102,7 +103,8 @@ def bench_train(args: argparse.Namespace) -> None:
     assert abs(ours_loss - theirs_loss) < 1e-4, \
         f"models disagree (loss {ours_loss} vs {theirs_loss}); the benchmark would be meaningless"
 
-    ours.train(), theirs.train()
+    ours.train()
+    theirs.train()
     ours_opt = build_optimizer(ours, "adamw", lr=1e-4)
     theirs_opt = build_optimizer(theirs, "adamw", lr=1e-4)
 
@@ -258,7 +260,7 @@ def run_prepare(corpus: Path, tokdir: Path, work: Path, workers: int) -> dict:
             status = _status_kb(pid)
             total += status.get("VmRSS", 0)
             if pid != proc.pid and status:
-                if pid not in is_worker:
+                if not is_worker.get(pid):  # asked again until it says yes: a fresh fork has not exec'd yet
                     is_worker[pid] = _is_pool_worker(pid)
                 if is_worker[pid]:
                     worker_hwm[pid] = max(worker_hwm.get(pid, 0), status.get("VmHWM", 0))
