@@ -270,3 +270,16 @@ def restore_rng_state(
             gen.set_state(state["generators"][name])
         else:
             gen.bit_generator.state = state["generators"][name]
+
+
+def save_model_dir(model: Any, tokenizer: Any, directory: Path) -> Path:
+    """Write ``model`` and ``tokenizer`` (transformers layout) to ``directory`` as a whole: build a
+    temporary sibling, then swap it in, so a reader never sees a half-written model."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from bertforge.data import features as F
 from bertforge.data.tasks import check_labels
 from bertforge.tasks import DataOptions, Task, get_task
 from bertforge.tokenization import BertTokenizer
+from bertforge.train.checkpoint import save_model_dir
 from bertforge.train.logs import MetricsLog, NonFiniteGuard, Throughput, plot_curves, read_metrics
 from bertforge.train.optim import build_optimizer
 from bertforge.train.schedule import build_schedule, warmup_ratio
@@ -190,7 +190,7 @@ def finetune(args: FinetuneArgs) -> dict:
         per_seed[seed] = result
         if best_overall is None or best[task.selection_metric] > best_overall[0]:
             best_overall = (best[task.selection_metric], seed)
-            _save(model, tokenizer, out / "model")
+            save_model_dir(model, tokenizer, out / "model")
         del model, optimizer
     log.close()
     summary = _summarise(per_seed, args, task)
@@ -216,15 +216,6 @@ def finetune(args: FinetuneArgs) -> dict:
     return summary
 
 
-def _save(model, tokenizer: BertTokenizer, directory: Path) -> None:
-    tmp = directory.with_name(f".{directory.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-
-
 def _summarise(per_seed: dict, args: FinetuneArgs, task: Task) -> dict:
     """Every metric as mean and std over seeds (test when given, else dev), plus each seed's figures."""
     split = "test" if args.test else "dev"
@@ -234,7 +225,7 @@ def _summarise(per_seed: dict, args: FinetuneArgs, task: Task) -> dict:
         values = [r[split][name] for r in per_seed.values()]
         summary[name] = statistics.fmean(values)
         summary[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    summary["per_seed"] = {str(s): {k: v for k, v in r.items()} for s, r in per_seed.items()}
+    summary["per_seed"] = {str(s): r for s, r in per_seed.items()}
     return summary
 
 

@@ -36,7 +36,7 @@ from bertforge.data.pretraining_data import (InstanceStore, Masker, MaskingSetti
 from bertforge.model import BertForPreTraining
 from bertforge.tokenization import BertTokenizer
 from bertforge.train.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint,
-                                        restore_rng_state, save_checkpoint)
+                                        restore_rng_state, save_checkpoint, save_model_dir)
 from bertforge.train.logs import MetricsLog, NonFiniteGuard, Throughput, plot_curves
 from bertforge.train.optim import build_optimizer
 from bertforge.train.schedule import build_schedule
@@ -392,13 +392,7 @@ def _pretrain(args: PretrainArgs, out: Path, rank: int, world: int, device: torc
 
     result: dict = {"status": "done", "step": step, "out": str(out)}
     if rank == 0:
-        model_dir = out / "model"
-        tmp = out / ".model-tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        tmp.rename(model_dir)
+        model_dir = save_model_dir(model, tokenizer, out / "model")
         from bertforge.train.logs import read_metrics
 
         records = read_metrics(out / "metrics.jsonl")
