@@ -5,6 +5,7 @@ import torch
 
 from bertforge.config import BertConfig, ConfigError
 from bertforge.model import BertForPreTraining, BertModel
+from bertforge.model.pretraining import labelled_positions
 
 
 def tiny(**kw) -> BertConfig:
@@ -89,6 +90,58 @@ def test_sparse_mlm_loss_equals_dense_computation():
     assert abs(sparse.mlm_loss.item() - ref_mlm.item()) < 1e-5
     assert abs(sparse.nsp_loss.item() - ref_nsp.item()) < 1e-5
     assert abs(sparse.loss.item() - (ref_mlm + ref_nsp).item()) < 1e-5
+
+
+def test_labelled_positions_put_cls_first_then_labels_in_order():
+    labels = torch.tensor([[-100, -100, 7, -100, 9],
+                           [-100, 5, -100, -100, -100],
+                           [-100, -100, -100, -100, -100]])
+    positions, gathered = labelled_positions(labels)
+    assert positions.tolist() == [[0, 2, 4], [0, 1, 0], [0, 0, 0]]
+    assert gathered.tolist() == [[-100, 7, 9], [-100, 5, -100], [-100, -100, -100]]
+
+
+def test_last_layer_at_labelled_positions_gives_the_full_models_loss_and_gradients():
+    """The training path computes the last layer only at [CLS] and labelled positions: same loss and
+    same gradient for every parameter as the full computation, with padding and uneven label counts."""
+    torch.manual_seed(3)
+    m = BertForPreTraining(tiny(num_hidden_layers=3)).eval()
+    ids = torch.randint(5, 120, (4, 24))
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0
+    mask[3, 9:] = 0
+    types = (torch.arange(24) >= 10).long().expand(4, -1) * mask
+    labels = torch.full_like(ids, -100)
+    chosen = (torch.rand(ids.shape) < 0.2) & mask.bool()
+    chosen[:, 0] = False
+    chosen[2] = False  # a row without labels
+    chosen[0, 5] = True
+    labels[chosen] = ids[chosen]
+    nsp = torch.tensor([0, 1, 1, 0])
+
+    def grads(loss):
+        m.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    fast = m(ids, types, mask, labels=labels, next_sentence_label=nsp)
+    fast_grads = grads(fast.loss)
+    full = m(ids, types, mask, next_sentence_label=nsp)  # no labels: every position computed
+    ref_mlm = torch.nn.functional.cross_entropy(full.prediction_logits.view(-1, 120), labels.view(-1))
+    ref_grads = grads(ref_mlm + full.nsp_loss)
+    assert abs(fast.loss.item() - (ref_mlm + full.nsp_loss).item()) < 1e-5
+    assert (fast.prediction_logits - full.prediction_logits[chosen]).abs().max() < 1e-5
+    assert fast_grads.keys() == ref_grads.keys()
+    for name, g in ref_grads.items():
+        assert (fast_grads[name] - g).abs().max() < 1e-5, name
+
+
+def test_output_positions_refuse_hidden_states():
+    m = BertModel(tiny())
+    ids = torch.randint(0, 120, (2, 8))
+    with pytest.raises(ValueError, match="output_positions cannot be combined"):
+        m(ids, output_hidden_states=True, output_positions=torch.zeros(2, 1, dtype=torch.long))
+    assert m(ids, output_positions=torch.tensor([[0, 3], [0, 5]])).last_hidden_state.shape == (2, 2, 128)
 
 
 def test_decoder_is_tied_to_word_embeddings():

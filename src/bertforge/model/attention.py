@@ -26,10 +26,12 @@ class BertSelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, A, T, D)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         # x: (B, T, H); mask: (B, 1, 1, T) bool, True = may attend, or None when nothing is padded.
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        # queries: (B, S, H) rows of x that alone need an output (default: all of x).
+        q = self._heads(self.query(x if queries is None else queries))
+        k, v = self._heads(self.key(x)), self._heads(self.value(x))
         if output_attentions:  # the explicit path, so the probabilities can be returned
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, A, T, T)
             if mask is not None:
@@ -40,8 +42,8 @@ class BertSelfAttention(nn.Module):
             probs = None
             context = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
-        B, A, T, D = context.shape
-        return context.transpose(1, 2).reshape(B, T, A * D), probs
+        B, A, S, D = context.shape
+        return context.transpose(1, 2).reshape(B, S, A * D), probs
 
 
 class BertSelfOutput(nn.Module):
@@ -63,7 +65,7 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.self(x, mask, output_attentions)
-        return self.output(context, x), probs
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.self(x, mask, output_attentions, queries)
+        return self.output(context, x if queries is None else queries), probs

@@ -35,14 +35,28 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> BertOutput:
-        """input_ids, token_type_ids, attention_mask: (B, T); attention_mask 1 = token, 0 = padding."""
+                output_attentions: bool = False, output_positions: torch.Tensor | None = None) -> BertOutput:
+        """input_ids, token_type_ids, attention_mask: (B, T); attention_mask 1 = token, 0 = padding.
+
+        output_positions: (B, S) position indices at which alone the output is needed (a head that
+        reads few positions, as the masked LM does). The last layer is then computed only there and
+        last_hidden_state is (B, S, H); the pooler reads the first of them, so make it 0 ([CLS]) when
+        the pooled output is used. Not combinable with hidden states or attentions.
+        """
         token_type_ids, attention_mask = check_inputs(self.config, input_ids, token_type_ids, attention_mask)
+        if output_positions is not None:
+            if output_hidden_states or output_attentions:
+                raise ValueError("output_positions cannot be combined with output_hidden_states or "
+                                 "output_attentions (the last layer is not computed at every position)")
+            if output_positions.dim() != 2 or output_positions.shape[0] != input_ids.shape[0]:
+                raise ValueError(f"output_positions must be (batch, count), got {tuple(output_positions.shape)} "
+                                 f"for input_ids {tuple(input_ids.shape)}")
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)
-        x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
+        x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions,
+                                                    output_positions)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BertOutput(x, pooled, hidden_states, attentions)
 

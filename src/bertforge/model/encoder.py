@@ -47,9 +47,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, probs = self.attention(x, mask, output_attentions)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, probs = self.attention(x, mask, output_attentions, queries)
         return self.output(self.intermediate(x), x), probs
 
 
@@ -59,11 +59,17 @@ class BertEncoder(nn.Module):
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False,
-                output_attentions: bool = False):
+                output_attentions: bool = False, output_positions: torch.Tensor | None = None):
+        """output_positions: (B, S) indices; when given, the last layer computes its output only there
+        (its keys and values still cover every position), so the result is (B, S, H), not (B, T, H)."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layer:
-            x, probs = layer(x, mask, output_attentions)
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            queries = None
+            if output_positions is not None and i == last:
+                queries = x.gather(1, output_positions[..., None].expand(-1, -1, x.shape[-1]))  # (B, S, H)
+            x, probs = layer(x, mask, output_attentions, queries)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:

@@ -56,20 +56,30 @@ class BertForPreTraining(BertPreTrainedModel):
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> PreTrainingOutput:
-        """labels: (B, T) original ids at masked positions, -100 elsewhere; next_sentence_label: (B,)."""
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        """labels: (B, T) original ids at masked positions, -100 elsewhere; next_sentence_label: (B,).
+
+        With labels (and no hidden states or attentions asked for), the last layer runs only at the
+        labelled positions and [CLS]: the heads read nothing else, and the losses are the same.
+        """
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has "
+                             f"{tuple(input_ids.shape)}")
         decoder = self.bert.embeddings.word_embeddings.weight
-        nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         mlm_loss = nsp_loss = None
-        if labels is None:
-            mlm_logits = self.cls.predictions(out.last_hidden_state, decoder)  # (B, T, V)
+        if labels is None or output_hidden_states or output_attentions:
+            out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+            hidden = out.last_hidden_state
         else:
-            if labels.shape != input_ids.shape:
-                raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has "
-                                 f"{tuple(input_ids.shape)}")
+            positions, labels = labelled_positions(labels)  # (B, S), [CLS] first; labels now (B, S)
+            out = self.bert(input_ids, token_type_ids, attention_mask, output_positions=positions)
+            hidden = out.last_hidden_state  # (B, S, H)
+        nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
+        if labels is None:
+            mlm_logits = self.cls.predictions(hidden, decoder)  # (B, T, V)
+        else:
             # Only ~15% of positions carry a label: project those alone onto the vocabulary.
             selected = labels != IGNORE_INDEX
-            mlm_logits = self.cls.predictions(out.last_hidden_state[selected], decoder)  # (N, V)
+            mlm_logits = self.cls.predictions(hidden[selected], decoder)  # (N, V)
             targets = labels[selected]
             mlm_loss = (F.cross_entropy(mlm_logits, targets) if targets.numel()
                         else mlm_logits.sum() * 0.0)
@@ -79,3 +89,19 @@ class BertForPreTraining(BertPreTrainedModel):
         loss = sum(losses) if losses else None
         return PreTrainingOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits,
                                  out.hidden_states, out.attentions)
+
+
+def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions a pre-training step reads: [CLS] (0) then each labelled one, in order.
+
+    Returns (positions, labels) of shape (B, S), S = 1 + the most labels in a row; rows with fewer
+    are filled with position 0 and label -100, so they add nothing to the loss.
+    """
+    wanted = labels != IGNORE_INDEX
+    wanted[:, 0] = True
+    count = int(wanted.sum(1).max())
+    # A stable sort puts the wanted positions first, in their original order ([CLS] leading).
+    order = torch.sort((~wanted).to(torch.uint8), dim=1, stable=True).indices[:, :count]
+    filled = torch.arange(count, device=labels.device) < wanted.sum(1, keepdim=True)
+    positions = torch.where(filled, order, torch.zeros_like(order))
+    return positions, torch.where(filled, labels.gather(1, positions), IGNORE_INDEX)
