@@ -237,7 +237,7 @@ class BertTokenizer:
 
     def piece_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """WordPiece ids of each text, without special tokens or truncation (a parallel batch call)."""
-        return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece pieces of a text, without special tokens."""

@@ -1,8 +1,8 @@
 """Corpus -> pre-training instances, once, into sharded on-disk arrays that training streams from.
 
 The corpus is read lazily and cut into chunks of about ``shard_bytes`` of text; worker processes
-tokenize each chunk and turn its documents into instances with Google's rules
-(:mod:`bertforge.data.instances`), and write one shard of fixed-width arrays (``np.save``, read
+tokenize each chunk (through a per-process cache of distinct words, :mod:`bertforge.data.word_cache`),
+turn its documents into instances with Google's rules (:mod:`bertforge.data.instances`), and write one shard of fixed-width arrays (``np.save``, read
 back with ``mmap_mode="r"``). At most ``2 * workers`` chunks are in flight, so memory stays bounded
 whatever the corpus size. Masks are not stored: they are drawn per batch (see ``pretraining_data``).
 
@@ -31,6 +31,7 @@ from tqdm import tqdm
 from bertforge.data.corpus import CorpusStats, Document, read_documents, require_documents
 from bertforge.data.instances import Instance, create_instances
 from bertforge.data.masking import SpecialIds
+from bertforge.data.word_cache import WordPieceCache
 from bertforge.tokenization import BertTokenizer
 
 SPLITS = ("train", "eval")
@@ -167,6 +168,7 @@ _worker: dict = {}
 def _init_worker(tokenizer_dir: Path, settings: PrepareSettings) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _worker["tokenizer"] = BertTokenizer.from_pretrained(tokenizer_dir)
+    _worker["words"] = WordPieceCache(_worker["tokenizer"])
     _worker["settings"] = settings
 
 
@@ -174,9 +176,8 @@ def _make_shard(index: int, documents: list[Document], out: Path) -> dict:
     """Tokenize one chunk of documents, split off held-out documents, write both splits' arrays."""
     tokenizer: BertTokenizer = _worker["tokenizer"]
     s: PrepareSettings = _worker["settings"]
-    flat = [sentence for doc in documents for sentence in doc]
-    ids = iter(tokenizer.piece_ids(flat))
-    tokenized = [[np.asarray(next(ids), dtype=np.int32) for _ in doc] for doc in documents]
+    ids = iter(_worker["words"].piece_arrays([sentence for doc in documents for sentence in doc]))
+    tokenized = [[next(ids) for _ in doc] for doc in documents]
     rng = np.random.default_rng([s.seed, index])
     held_out = rng.random(len(tokenized)) < s.eval_fraction
     splits = {"train": [d for d, h in zip(tokenized, held_out) if not h],
@@ -211,8 +212,7 @@ def _write(out: Path, split: str, index: int, instances: list[Instance], width: 
     for i, inst in enumerate(instances):
         tokens[i, :len(inst.tokens)] = inst.tokens
         lengths[i] = len(inst.tokens)
-        b = np.flatnonzero(inst.segment_ids)
-        b_start[i] = b[0] if b.size else len(inst.tokens)
+        b_start[i] = len(inst.tokens) - int(inst.segment_ids.sum())  # segment B is the ones at the end
         random_next[i] = inst.is_random_next
     for name, array in zip(ARRAYS, (tokens, lengths, b_start, random_next)):
         np.save(shard_path(out, split, index, name), array)
