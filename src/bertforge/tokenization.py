@@ -14,15 +14,24 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+if TYPE_CHECKING:
+    import torch
+
 # transformers lists special tokens in this order (all_special_ids); so do we.
 SPECIAL_TOKEN_NAMES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _torch():
+    """torch, imported on first use: data-preparation workers tokenize without it."""
+    import torch
+
+    return torch
 
 
 def truncate_seq_pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
@@ -225,7 +234,7 @@ class BertTokenizer:
             array = np.full(shape, pad_values[key], dtype=np.int64)
             for j, row in enumerate(batch):
                 array[j, : len(row)] = row
-            out[key] = (torch.from_numpy(array) if return_tensors == "pt"
+            out[key] = (_torch().from_numpy(array) if return_tensors == "pt"
                         else array if return_tensors == "np" else array.tolist())
         return out
 
@@ -245,7 +254,7 @@ class BertTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         """Text from ids, joining ``##`` pieces back onto their word (as transformers' decode)."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]  # tensor, array or list
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     # ----------------------------------------------------------------------------- vocabulary

@@ -120,3 +120,13 @@ def test_cli_data_prepare(corpus, tmp_path, capsys):
           "--seq-len", "32", "--workers", "1"])
     assert "training and" in capsys.readouterr().out
     assert len(InstanceStore(tmp_path / "p")) > 0
+
+
+def test_preparation_workers_start_without_torch():
+    """Workers import only this module's graph; torch would cost each ~3 s and ~200 MB."""
+    import subprocess
+    import sys
+
+    code = "import sys, bertforge.data.prepare; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
