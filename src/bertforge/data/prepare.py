@@ -1,8 +1,9 @@
 """Corpus -> pre-training instances, once, into sharded on-disk arrays that training streams from.
 
 The corpus is read lazily and cut into chunks of about ``shard_bytes`` of text; worker processes
-tokenize each chunk (through a per-process cache of distinct words, :mod:`bertforge.data.word_cache`),
-turn its documents into instances with Google's rules (:mod:`bertforge.data.instances`), and write one shard of fixed-width arrays (``np.save``, read
+tokenize each chunk (through a per-process cache of distinct words,
+:mod:`bertforge.data.word_cache`), turn its documents into instances with Google's rules
+(:mod:`bertforge.data.instances`), and write one shard of fixed-width arrays (``np.save``, read
 back with ``mmap_mode="r"``). At most ``2 * workers`` chunks are in flight, so memory stays bounded
 whatever the corpus size. Masks are not stored: they are drawn per batch (see ``pretraining_data``).
 
