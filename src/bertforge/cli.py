@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the main job: a small real end-to-end run")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    demo.add_argument("--max-steps", type=int, default=250, help="pre-training steps (about 10 minutes on 2 cores)")
+    demo.add_argument("--max-steps", type=int, default=500, help="pre-training steps (8-20 minutes on 2 cores)")
     demo.add_argument("--minilm", action="store_true", help="instead: sentence similarities with the real "
                       "all-MiniLM-L6-v2 weights")
     demo.set_defaults(func=_demo)

@@ -80,7 +80,7 @@ def unigram_accuracy(data_dir: Path, masker: Masker, batch_size: int, max_instan
     return float((labels == guess).float().mean())
 
 
-def run_demo(out: str = "runs/demo", max_steps: int = 250) -> None:
+def run_demo(out: str = "runs/demo", max_steps: int = 500) -> None:
     torch.manual_seed(0)
     gensim = fetch("gensim-data")
     corpus = [gensim / "enwiki-sample.xml.bz2", gensim / "lee_background.cor"]
