@@ -152,19 +152,19 @@ def ner_zh(args) -> None:
           f"(seed-0 split of 5-120 character sentences)")
     common = dict(task="tag", train=files["train"], dev=files["dev"], test=files["test"],
                   data=DataOptions(format="conll", max_length=128), batch_size=32, seeds=args.seeds, progress=False)
+    random_model = random_twin(ZH_MODEL, out / "random-init-model")
     runs = {
         "pretrained": ("pre-trained, fine-tuned",
-                       lambda: dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=15, lr=5e-4)),
+                       dict(model=str(ZH_MODEL), out=str(out / "pretrained"), epochs=15, lr=5e-4)),
         "random": ("random init, same architecture",
-                   lambda: dict(model=str(random_twin(ZH_MODEL, out / "random-init-model")),
-                                out=str(out / "random"), epochs=15, lr=5e-4)),
+                   dict(model=str(random_model), out=str(out / "random"), epochs=15, lr=5e-4)),
         "frozen": ("pre-trained, frozen, concat-last-4",
-                   lambda: dict(model=str(ZH_MODEL), out=str(out / "frozen"), epochs=15, lr=3e-3,
-                                freeze_encoder=True, features="concat-last-4")),
+                   dict(model=str(ZH_MODEL), out=str(out / "frozen"), epochs=15, lr=3e-3,
+                        freeze_encoder=True, features="concat-last-4")),
     }
     for key in args.ner_runs:
-        name, kwargs = runs[key]
-        report(f"Chinese NER: {name}", finetune(FinetuneArgs(**common, **kwargs())))
+        name, settings = runs[key]
+        report(f"Chinese NER: {name}", finetune(FinetuneArgs(**common, **settings)))
 
 
 def main() -> None:
