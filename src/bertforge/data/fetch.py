@@ -80,12 +80,17 @@ SOURCES: dict[str, Source] = {
         sdist=True,
     ),
     "allennlp-fixtures": Source(
-        "Format fixtures: SQuAD v1.1 JSON, CoNLL-2003 columns, QuAC",
+        "Format fixtures: SQuAD v1.1 JSON, CoNLL-2003 columns, QuAC; a small ELMo made by bilm-tf "
+        "with the activations bilm-tf computed for it (elmo/)",
         "allennlp==0.9.0",
         "353752e7b78e48c450e27889d80a3000c4a9af34f70ff9091b3031ad01320940",
         {
-            f"allennlp/tests/fixtures/data/{name}": name
-            for name in ("squad.json", "conll2003.txt", "quac_sample.json")
+            **{f"allennlp/tests/fixtures/data/{name}": name
+               for name in ("squad.json", "conll2003.txt", "quac_sample.json")},
+            **{f"allennlp/tests/fixtures/elmo/{name}": f"elmo/{name}"
+               for name in ("options.json", "lm_weights.hdf5", "sentences.json", "vocab_test.txt",
+                            "lm_embeddings_0.hdf5", "lm_embeddings_1.hdf5", "lm_embeddings_2.hdf5",
+                            "elmo_token_embeddings.hdf5")},
         },
     ),
 }
