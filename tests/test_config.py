@@ -29,7 +29,7 @@ def test_json_round_trip_keeps_unknown_keys(tmp_path, hf):
 
 
 def test_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no config file"):
+    with pytest.raises(FileNotFoundError, match="missing.json: no such config file"):
         BertConfig.from_json_file(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"vocab_size": 10,\n "hidden_size": }')
     with pytest.raises(ConfigError, match=r"bad.json: malformed JSON at line 2"):

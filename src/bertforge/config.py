@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bertforge.errors import ConfigError, require_file
+from bertforge.io.atomic import atomic_write_text
 
 # layers, hidden, heads (Google's released BERT family; intermediate = 4 * hidden).
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -21,10 +23,6 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -111,9 +109,7 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no config file at {path}")
+        path = require_file(path, what="config file")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -127,16 +123,3 @@ class BertConfig:
         data = self.to_dict()
         data.update(overrides)
         atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

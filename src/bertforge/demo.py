@@ -13,8 +13,9 @@ import torch
 
 from bertforge.data.fetch import fetch
 from bertforge.data.prepare import special_ids
-from bertforge.data.pretraining_data import InstanceStore, Masker, MaskingSettings, eval_batches
+from bertforge.data.pretraining_data import InstanceStore, eval_batches
 from bertforge.inference import encode, fill_mask
+from bertforge.objectives import MaskedLM, Objective
 from bertforge.model import BertForPreTraining, BertModel
 from bertforge.train.pretrain import PretrainArgs, pretrain
 from bertforge.tokenization import BertTokenizer
@@ -68,19 +69,20 @@ def run_minilm_demo() -> None:
         print(f"  paraphrases [{i}]~[{j}]: {similarity[i, j]:.2f} vs best unrelated {max(others):.2f}")
 
 
-def unigram_accuracy(data_dir: Path, masker: Masker, batch_size: int, max_instances: int) -> float:
+def unigram_accuracy(data_dir: Path, objective: Objective, batch_size: int, max_instances: int) -> float:
     """MLM accuracy of always guessing the corpus's most frequent non-special token."""
     train = InstanceStore(data_dir, "train")
     rows = train.rows(np.arange(len(train)))
-    counts = np.bincount(rows["tokens"].ravel().astype(np.int64), minlength=masker.special.vocab_size)
-    counts[list(masker.special.all)] = 0
+    counts = np.bincount(rows["tokens"].ravel().astype(np.int64), minlength=objective.special.vocab_size)
+    counts[list(objective.special.all)] = 0
     guess = int(counts.argmax())
     labels = torch.cat([b["labels"][b["labels"] != -100]
-                        for b in eval_batches(InstanceStore(data_dir, "eval"), masker, batch_size, max_instances)])
+                        for b in eval_batches(InstanceStore(data_dir, "eval"), objective, batch_size, max_instances)])
     return float((labels == guess).float().mean())
 
 
-def run_demo(out: str = "runs/demo", max_steps: int = 500) -> None:
+def run_demo(out: str = "runs/demo", max_steps: int | None = None) -> None:
+    max_steps = max_steps or 500
     torch.manual_seed(0)
     gensim = fetch("gensim-data")
     corpus = [gensim / "enwiki-sample.xml.bz2", gensim / "lee_background.cor"]
@@ -95,8 +97,8 @@ def run_demo(out: str = "runs/demo", max_steps: int = 500) -> None:
         return
     first, last = result["first_eval"], result["final_eval"]
     tokenizer = BertTokenizer.from_pretrained(result["model"])
-    masker = Masker(special_ids(tokenizer), MaskingSettings(), args.seed)
-    unigram = unigram_accuracy(Path(out) / "data", masker, args.batch_size, args.eval_instances)
+    objective = MaskedLM(special_ids(tokenizer), args.seed)
+    unigram = unigram_accuracy(Path(out) / "data", objective, args.batch_size, args.eval_instances)
     print(f"\nDone in {(time.perf_counter() - start) / 60:.1f} min. Held-out masked-LM accuracy "
           f"(documents never trained on):")
     print(f"  random initialisation      {first['eval_mlm_accuracy']:6.1%}   perplexity {first['eval_perplexity']:8.1f}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-IGNORE_INDEX = -100  # a label that adds no loss: torch's cross-entropy default, used everywhere
-
 
 class BertforgeError(Exception):
     """An expected failure, reported to the user as one line."""

@@ -10,8 +10,6 @@ assembled here, so those rules are ours and visible. ``save_pretrained`` writes 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
+
+from bertforge.errors import DataFormatError, PathError, require_dir
+from bertforge.io.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -48,14 +49,14 @@ def load_vocab(path: str | Path) -> dict[str, int]:
     """Read a ``vocab.txt`` (one token per line, line number = id) into a token -> id dict."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"vocabulary file {path} not found")
+        raise PathError("no such vocabulary file", path=path)
     tokens = path.read_text(encoding="utf-8").split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()  # the final newline ends the last line, it does not start a new token
     vocab: dict[str, int] = {}
     for i, token in enumerate(tokens):
         if token in vocab:
-            raise ValueError(f"{path}: token {token!r} on line {i + 1} repeats line {vocab[token] + 1}")
+            raise DataFormatError(f"token {token!r} repeats line {vocab[token] + 1}", path=path, line=i + 1)
         vocab[token] = i
     return vocab
 
@@ -119,12 +120,10 @@ class BertTokenizer:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> BertTokenizer:
         """Load from a directory holding ``vocab.txt`` and, optionally, ``tokenizer_config.json``."""
-        directory = Path(path)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"tokenizer directory {directory} does not exist")
+        directory = require_dir(path, what="tokenizer directory")
         vocab_file = directory / "vocab.txt"
         if not vocab_file.is_file():
-            raise FileNotFoundError(f"{vocab_file} not found: a BERT tokenizer directory needs vocab.txt")
+            raise PathError("has no vocab.txt (a BERT tokenizer directory needs one)", path=directory)
         config = _read_json(directory / "tokenizer_config.json")
         config.update(_read_json(directory / "special_tokens_map.json"))
         kwargs: dict[str, Any] = {name: _token_content(config[name]) for name in SPECIAL_TOKEN_NAMES if name in config}
@@ -152,10 +151,10 @@ class BertTokenizer:
             "clean_up_tokenization_spaces": False,
             **self.special_tokens,
         }
-        _write_atomic(directory / "vocab.txt", "".join(token + "\n" for token in self._id_to_token))
-        _write_atomic(directory / "tokenizer.json", self._tokenizer.to_str(pretty=True))
-        _write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-        _write_atomic(directory / "special_tokens_map.json",
+        atomic_write_text(directory / "vocab.txt", "".join(token + "\n" for token in self._id_to_token))
+        atomic_write_text(directory / "tokenizer.json", self._tokenizer.to_str(pretty=True))
+        atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(directory / "special_tokens_map.json",
                       json.dumps(self.special_tokens, indent=2, ensure_ascii=False) + "\n")
         return directory
 
@@ -341,17 +340,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a file, or {} when the file is absent."""
     if not path.is_file():
         return {}
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file through a temporary sibling and os.replace, so readers never see half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFormatError(f"not a valid JSON file: {e}", path=path) from None
+    if not isinstance(data, dict):
+        raise DataFormatError(f"expected a JSON object, got {type(data).__name__}", path=path)
+    return data

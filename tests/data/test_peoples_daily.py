@@ -10,7 +10,8 @@ import pytest
 from bertforge.data.fetch import FetchError, fetch
 from bertforge.data.peoples_daily import (entity_spans, line_to_example, parse_line,
                                           read_peoples_daily, split_examples)
-from bertforge.data.tasks import DataFormatError, bio_to_iobes
+from bertforge.data.readers import bio_to_iobes
+from bertforge.errors import DataFormatError
 
 
 def tagged(line: str, scheme: str = "BIO") -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from bertforge.data.prepare import PrepareSettings, prepare, special_ids
-from bertforge.data.pretraining_data import InstanceStore, Masker, MaskingSettings, PretrainingBatches
+from bertforge.data.pretraining_data import InstanceStore, PretrainingBatches
+from bertforge.objectives import MaskedLMWithNSP, MaskingSettings
 from bertforge.tokenization import BertTokenizer
 from bertforge.vocab import train_vocab
 
@@ -59,9 +60,9 @@ def test_batches_split_exactly_across_ranks_and_accumulation(corpus, tmp_path):
     path, tok_dir = corpus
     prepare([path], tok_dir, tmp_path / "p", PrepareSettings(max_seq_length=32), workers=1, progress=False)
     store, tok = InstanceStore(tmp_path / "p"), BertTokenizer.from_pretrained(tok_dir)
-    masker = Masker(special_ids(tok), MaskingSettings(), seed=5)
-    whole = PretrainingBatches(store, masker, micro_batch_size=8)
-    split = PretrainingBatches(store, masker, micro_batch_size=2, grad_accum=2, world_size=2)
+    objective = MaskedLMWithNSP(special_ids(tok), seed=5)
+    whole = PretrainingBatches(store, objective, micro_batch_size=8)
+    split = PretrainingBatches(store, objective, micro_batch_size=2, grad_accum=2, world_size=2)
     for step in (0, 3, whole.steps_per_epoch + 1):  # also in the second epoch
         full = whole.indices(step, 0, 0)
         parts = np.concatenate([split.indices(step, m, r) for m in range(2) for r in range(2)])
@@ -84,10 +85,10 @@ def test_masks_are_dynamic_per_epoch_or_static(corpus, tmp_path):
     store, tok = InstanceStore(tmp_path / "p"), BertTokenizer.from_pretrained(tok_dir)
     idx = np.arange(16)
     for static, same in ((False, False), (True, True)):
-        masker = Masker(special_ids(tok), MaskingSettings(static_masks=static), seed=1)
-        e0, e1 = masker.assemble(store, idx, 0), masker.assemble(store, idx, 1)
+        objective = MaskedLMWithNSP(special_ids(tok), seed=1, masking=MaskingSettings(static_masks=static))
+        e0, e1 = objective.make_batch(store.rows(idx), idx, 0), objective.make_batch(store.rows(idx), idx, 1)
         assert torch.equal(e0["labels"], e1["labels"]) == same
-        assert torch.equal(e0["labels"], masker.assemble(store, idx, 0)["labels"])  # deterministic
+        assert torch.equal(e0["labels"], objective.make_batch(store.rows(idx), idx, 0)["labels"])  # deterministic
     labelled = (e0["labels"] != -100).sum(1).float()
     lengths = e0["attention_mask"].sum(1).float()
     assert torch.all((labelled - torch.round(lengths * 0.15).clamp(min=1)).abs() <= 0)

@@ -12,7 +12,7 @@ from bertforge.data.fetch import FetchError, fetch
 from bertforge.data.squad import (QAExample, Span, best_spans, choose_answer, exact_match_score,
                                   f1_score, normalize_answer, null_score, read_squad,
                                   squad_evaluate)
-from bertforge.data.tasks import DataFormatError
+from bertforge.errors import DataFormatError
 
 
 # --------------------------------------------------------------------------------------------

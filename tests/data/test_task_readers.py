@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from bertforge.data.fetch import FetchError, fetch
-from bertforge.data.tasks import (ChoiceExample, DataFormatError, TaggedSentence, TextExample,
-                                  bio_to_iobes, check_labels, read_conll, read_fasttext, read_glue,
-                                  read_labelled_lines, read_snli, read_swag, read_table,
-                                  spans_to_tags, split_examples, to_bio)
+from bertforge.data.examples import ChoiceExample, TaggedSentence, TextExample
+from bertforge.data.readers import (bio_to_iobes, check_labels, read_conll, read_fasttext, read_glue,
+                                    read_labelled_lines, read_snli, read_swag, read_table, spans_to_tags,
+                                    split_examples, to_bio)
+from bertforge.errors import DataFormatError
 
 
 def real(name: str) -> Path:
@@ -276,7 +277,7 @@ def test_check_labels():
     with pytest.raises(ValueError) as err:
         check_labels(["entailment", "neutral"], ["neutral", "contradiction"], "dev.tsv")
     assert all(s in str(err.value) for s in ("'contradiction'", "dev.tsv", "'entailment'"))
-    with pytest.raises(ValueError, match="train.tsv is empty"):
+    with pytest.raises(ValueError, match="train.tsv: no labels"):
         check_labels([], ["a"], "dev.tsv", train_path="train.tsv")
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bertforge.config import BertConfig
-from bertforge.io.weights import CheckpointError
+from bertforge.errors import CheckpointError
 from bertforge.model import BertForPreTraining, BertModel
 
 
@@ -119,10 +119,10 @@ def test_unexpected_and_missing_encoder_tensors(tmp_path, minilm_dir):
 
 
 def test_missing_paths_and_damaged_files(tmp_path, minilm_dir):
-    with pytest.raises(FileNotFoundError, match="no model directory"):
+    with pytest.raises(FileNotFoundError, match="nope: no such model directory"):
         BertModel.from_pretrained(tmp_path / "nope")
     (tmp_path / "config.json").write_text((minilm_dir / "config.json").read_text())
-    with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
+    with pytest.raises(CheckpointError, match="no model.safetensors or pytorch_model.bin"):
         BertModel.from_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="model.safetensors: cannot read"):

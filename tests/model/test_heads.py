@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertforge.config import BertConfig
-from bertforge.io.weights import CheckpointError
+from bertforge.errors import CheckpointError
 from bertforge.model import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel)
 

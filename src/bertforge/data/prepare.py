@@ -19,8 +19,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +31,9 @@ from bertforge.data.corpus import CorpusStats, Document, read_documents, require
 from bertforge.data.instances import Instance, create_instances
 from bertforge.data.masking import SpecialIds
 from bertforge.data.word_cache import WordPieceCache
+from bertforge.errors import DataFormatError, UsageError, require_file
+from bertforge.io.atomic import atomic_dir
+from bertforge.options import check, option
 from bertforge.tokenization import BertTokenizer
 
 SPLITS = ("train", "eval")
@@ -41,14 +42,19 @@ ARRAYS = ("tokens", "lengths", "b_start", "is_random_next")
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    max_seq_length: int = 128
-    short_seq_prob: float = 0.1
-    dupe_factor: int = 1  # passes over each document (each draws new splits and random B segments)
-    nsp: bool = True  # False: pack contiguous text, no sentence pairs
-    eval_fraction: float = 0.05  # of documents, held out
-    seed: int = 12345
-    format: str = "auto"
-    shard_bytes: int = 4 << 20  # raw text per shard
+    max_seq_length: int = option(128, "max_seq_length of instances", flag="--seq-len", min=16, max=8192)
+    short_seq_prob: float = option(0.1, "share of instances made shorter", min=0, max=1)
+    dupe_factor: int = option(1, "passes over each document (each draws new splits and random B segments)",
+                              min=1, max=100)
+    nsp: bool = option(True, "no sentence pairs: pack contiguous text", negate="--no-nsp")
+    eval_fraction: float = option(0.05, "share of documents held out", min=0, below=1)
+    seed: int = option(12345, "seed of the document split and instance choices", min=0)
+    format: str = option("auto", "corpus format (default: detect per file)",
+                         choices=("auto", "google", "lines", "jsonl", "wiki", "peoples-daily"))
+    shard_bytes: int = option(4 << 20, "raw text per shard", min=1 << 10, cli=False)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 def special_ids(tokenizer: BertTokenizer) -> SpecialIds:
@@ -73,10 +79,9 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
     """Write (or reuse) the prepared corpus in ``out_dir``; return its ``meta.json`` contents."""
     paths = [Path(p) for p in corpus]
     if not paths:
-        raise ValueError("no corpus files given")
+        raise UsageError("no corpus files given", flag="--corpus")
     for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"corpus file {p} not found")
+        require_file(p, flag="--corpus", what="corpus file")
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
     key = fingerprint(paths, tokenizer_dir, settings)
@@ -86,21 +91,18 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
 
     stats = CorpusStats()
     documents = read_documents(paths, format=settings.format, stats=stats)  # checks files up front
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         counts, errors = {s: [] for s in SPLITS}, []
         bar = tqdm(desc="preparing corpus", unit="B", unit_scale=True, disable=not progress)
-        for shard, result in enumerate(_run(_chunks(documents, settings.shard_bytes, bar), tokenizer_dir,
-                                            settings, tmp, workers)):
+        for result in _run(_chunks(documents, settings.shard_bytes, bar), tokenizer_dir, settings, tmp, workers):
             for split in SPLITS:
                 counts[split].append(result[split])
             errors += result["errors"]
         bar.close()
         require_documents(stats, paths)
         if sum(counts["train"]) == 0:
-            raise ValueError(errors[0] if errors else f"no training instances could be made from "
-                             f"{', '.join(map(str, paths))}")
+            raise DataFormatError(errors[0] if errors else "no training instances could be made",
+                                  path=", ".join(map(str, paths)))
         meta = {
             "fingerprint": key,
             "settings": dataclasses.asdict(settings),
@@ -111,11 +113,6 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
             "corpus": {"files": [str(p) for p in paths], **dataclasses.asdict(stats)},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

@@ -1,22 +1,25 @@
-"""Stream batches of masked pre-training instances from a prepared corpus.
+"""Stream batches of pre-training instances from a prepared corpus.
 
 Every batch is a pure function of (seed, step, rank): the instance order of an epoch is a seeded
-permutation, and each instance's mask is drawn from a generator seeded by (seed, epoch, index)
-(dynamic masking; ``static_masks=True`` drops the epoch, so an instance keeps its mask). So a
-resumed run sees exactly the batches an uninterrupted one would, and DDP ranks that split a global
-batch see exactly the instances and masks of the undivided batch.
+permutation, and the objective corrupts each instance with a generator seeded by (seed, epoch,
+index) (see ``objectives/``). So a resumed run sees exactly the batches an uninterrupted one would,
+and DDP ranks that split a global batch see exactly the instances and corruption of the undivided
+batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from bertforge.data.masking import SpecialIds, mask_tokens
 from bertforge.data.prepare import ARRAYS, read_meta, shard_path
+from bertforge.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from bertforge.objectives import Objective
 
 
 class InstanceStore:
@@ -46,66 +49,24 @@ class InstanceStore:
         return {name: np.stack(values) for name, values in out.items()}
 
 
-@dataclass(frozen=True)
-class MaskingSettings:
-    masked_lm_prob: float = 0.15
-    max_predictions_per_seq: int = 20
-    whole_word: bool = False
-    static_masks: bool = False
-
-
-@dataclass(frozen=True)
-class Masker:
-    """Turns stored instances into masked batches; each instance's mask is seeded by (seed, epoch, index)."""
-
-    special: SpecialIds
-    settings: MaskingSettings
-    seed: int
-    is_continuation: np.ndarray | None = None  # (V,) bool, for whole-word masking
-
-    def assemble(self, store: InstanceStore, indices: np.ndarray, epoch: int) -> dict[str, torch.Tensor]:
-        """A padded batch of the instances at ``indices``; ``epoch`` -1 is reserved for evaluation."""
-        rows = store.rows(indices)
-        width = int(rows["lengths"].max())
-        B = len(indices)
-        input_ids = np.full((B, width), self.special.pad, dtype=np.int64)
-        labels = np.full((B, width), -100, dtype=np.int64)
-        mask_epoch = 0 if self.settings.static_masks and epoch >= 0 else epoch
-        for r, (i, n) in enumerate(zip(indices, rows["lengths"])):
-            rng = np.random.default_rng([self.seed, mask_epoch + 1, int(i)])
-            masked = mask_tokens(rows["tokens"][r, :n], self.special, self.settings.masked_lm_prob,
-                                 self.settings.max_predictions_per_seq, rng=rng,
-                                 whole_word=self.settings.whole_word, is_continuation=self.is_continuation)
-            input_ids[r, :n] = masked.input_ids
-            labels[r, :n] = masked.labels
-        positions = np.arange(width)[None, :]
-        lengths, b_start = rows["lengths"][:, None].astype(np.int64), rows["b_start"][:, None]
-        return {
-            "input_ids": torch.from_numpy(input_ids),
-            "token_type_ids": torch.from_numpy(((positions >= b_start) & (positions < lengths)).astype(np.int64)),
-            "attention_mask": torch.from_numpy((positions < lengths).astype(np.int64)),
-            "labels": torch.from_numpy(labels),
-            "next_sentence_label": torch.from_numpy(rows["is_random_next"].astype(np.int64)),
-        }
-
-
 class PretrainingBatches:
     """The training stream: micro-batch ``micro`` of ``rank`` at optimizer step ``step``."""
 
-    def __init__(self, store: InstanceStore, masker: Masker, micro_batch_size: int, grad_accum: int = 1,
+    def __init__(self, store: InstanceStore, objective: Objective, micro_batch_size: int, grad_accum: int = 1,
                  world_size: int = 1):
-        self.store, self.masker = store, masker
+        self.store, self.objective = store, objective
         self.micro_batch_size, self.grad_accum, self.world_size = micro_batch_size, grad_accum, world_size
         self.global_batch_size = micro_batch_size * grad_accum * world_size
         if len(store) < self.global_batch_size:
-            raise ValueError(f"the prepared corpus has {len(store)} training instances, fewer than one "
-                             f"global batch ({self.global_batch_size}); use more text or a smaller batch")
+            raise DataFormatError(f"the prepared corpus has {len(store)} training instances, fewer than one "
+                                  f"global batch ({self.global_batch_size})", path=store.directory,
+                                  hint="use more text or a smaller --batch-size / --grad-accum")
         self.steps_per_epoch = len(store) // self.global_batch_size  # the last partial batch is dropped
         self._order_cache: tuple[int, np.ndarray] | None = None
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._order_cache is None or self._order_cache[0] != epoch:
-            self._order_cache = (epoch, np.random.default_rng([self.masker.seed, epoch]).permutation(len(self.store)))
+            self._order_cache = (epoch, np.random.default_rng([self.objective.seed, epoch]).permutation(len(self.store)))
         return self._order_cache[1]
 
     def position(self, step: int) -> tuple[int, int]:
@@ -120,20 +81,16 @@ class PretrainingBatches:
         return global_batch[part:part + self.micro_batch_size]
 
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> dict[str, torch.Tensor]:
-        return self.masker.assemble(self.store, self.indices(step, micro, rank), self.position(step)[0])
+        indices = self.indices(step, micro, rank)
+        return self.objective.make_batch(self.store.rows(indices), indices, self.position(step)[0])
 
 
-def eval_batches(store: InstanceStore, masker: Masker, batch_size: int, max_instances: int
+def eval_batches(store: InstanceStore, objective: Objective, batch_size: int, max_instances: int
                  ) -> list[dict[str, torch.Tensor]]:
-    """Fixed held-out batches with fixed masks, so evaluations are comparable across steps."""
+    """Fixed held-out batches with fixed corruption, so evaluations are comparable across steps."""
     n = min(len(store), max_instances)
-    return [masker.assemble(store, np.arange(i, min(i + batch_size, n)), epoch=-1)
-            for i in range(0, n, batch_size)]
-
-
-def continuation_mask(vocab: dict[str, int]) -> np.ndarray:
-    """(V,) bool: True for ``##`` pieces, for whole-word masking."""
-    out = np.zeros(len(vocab), dtype=bool)
-    for token, i in vocab.items():
-        out[i] = token.startswith("##")
-    return out
+    batches = []
+    for i in range(0, n, batch_size):
+        indices = np.arange(i, min(i + batch_size, n))
+        batches.append(objective.make_batch(store.rows(indices), indices, epoch=-1))
+    return batches

@@ -12,24 +12,15 @@ import json
 import re
 import string
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from bertforge.data.tasks import DataFormatError, PathLike
-
-
-@dataclass
-class QAExample:
-    """One question on one passage; ``answers`` are ``{"text", "answer_start"}`` dicts."""
-
-    id: str
-    question: str
-    context: str
-    answers: list[dict[str, Any]] = field(default_factory=list)
-    is_impossible: bool = False
+from bertforge.data.examples import QAExample
+from bertforge.data.readers import PathLike
+from bertforge.errors import DataFormatError
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,16 +29,16 @@ class QAExample:
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], path: PathLike, where: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
-        raise DataFormatError(path, None, f"{where}: missing field {key!r}")
+        raise DataFormatError(f"{where}: missing field {key!r}", path=path)
     value = obj[key]
     if not isinstance(value, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise DataFormatError(path, None, f"{where}: {key!r} should be {names}, "
-                              f"got {type(value).__name__}")
+        raise DataFormatError(f"{where}: {key!r} should be {names}, "
+                              f"got {type(value).__name__}", path=path)
     return value
 
 
-def read_squad(path: PathLike) -> tuple[list[QAExample], int]:
+def read_squad(path: PathLike, encoding: str = "utf-8") -> tuple[list[QAExample], int]:
     """Read SQuAD v1.1/v2.0 JSON; returns (examples, number skipped for a misaligned answer).
 
     Every answer's text must equal ``context[answer_start:answer_start + len(text)]``; an example
@@ -55,10 +46,13 @@ def read_squad(path: PathLike) -> tuple[list[QAExample], int]:
     of v2.0's impossible questions are ignored.
     """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding=encoding) as f:
             dataset = json.load(f)
     except json.JSONDecodeError as e:
-        raise DataFormatError(path, e.lineno, f"malformed JSON: {e.msg}") from None
+        raise DataFormatError(f"malformed JSON: {e.msg}", path=path, line=e.lineno) from None
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"not valid {encoding} ({e.reason} at byte {e.start})", path=path,
+                              hint="pass --encoding with the file's encoding") from None
     examples, skipped = [], 0
     for a, article in enumerate(_get(dataset, "data", list, path, "top level")):
         for p, para in enumerate(_get(article, "paragraphs", list, path, f"data[{a}]")):
@@ -83,7 +77,7 @@ def read_squad(path: PathLike) -> tuple[list[QAExample], int]:
                     continue
                 examples.append(QAExample(qid, question, context, answers, impossible))
     if not examples:
-        raise DataFormatError(path, None, "no questions in file")
+        raise DataFormatError("no questions in file", path=path)
     return examples, skipped
 
 

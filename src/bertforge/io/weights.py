@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -11,21 +9,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bertforge.errors import CheckpointError
+from bertforge.io.atomic import atomic_path
+
 # Tensors some checkpoints carry that are not parameters of ours: buffers, and the tied MLM decoder
 # (its weight is the word-embedding matrix, its bias is `cls.predictions.bias`).
 DERIVED_KEYS = ("embeddings.position_ids", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 # The encoder proper: a checkpoint that lacks any of these is broken, not merely head-less.
 ENCODER_PREFIXES = ("embeddings.", "encoder.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model; ``mismatched`` maps tensor names to their
-    (checkpoint shape, model shape) when shapes differ, so callers can explain what a size means."""
-
-    def __init__(self, message: str,
-                 mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None):
-        super().__init__(message)
-        self.mismatched = mismatched or {}
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -44,7 +35,8 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         if not isinstance(state, dict):
             raise CheckpointError(f"{bin_path}: expected a dict of tensors, got {type(state).__name__}")
         return state
-    raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin")
+    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin",
+                          hint="a model directory holds config.json and its weights")
 
 
 def _rename(key: str, model_keys: set[str], prefix: str) -> str:
@@ -59,11 +51,12 @@ def _rename(key: str, model_keys: set[str], prefix: str) -> str:
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-              drop_mismatched: bool = False) -> None:
+              drop_mismatched: bool = False) -> list[str]:
     """Copy ``state`` into ``model``: shape mismatches are errors, missing heads a warning.
 
     ``drop_mismatched`` keeps the model's fresh tensors where the checkpoint's have another shape (a
     classifier with another number of labels) and lists them in a warning instead of failing.
+    Returns the names of the weights that were newly initialised (missing or dropped).
     """
     prefix = getattr(model, "base_model_prefix", "bert") + "."
     own = model.state_dict()
@@ -86,7 +79,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
         name, (theirs, ours) = next(iter(mismatched.items()))
         more = f" ({len(mismatched) - 1} more tensors differ)" if len(mismatched) > 1 else ""
         raise CheckpointError(f"{source}: tensor {name!r} has shape {theirs} in the checkpoint but {ours} "
-                              f"in the model{more}", mismatched)
+                              f"in the model{more}", mismatched=mismatched)
     for name in mismatched:
         del renamed[name]
     missing = sorted(own_keys - set(renamed) - set(mismatched))
@@ -105,6 +98,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     if unexpected:
         warnings.warn(f"{source}: ignored {len(unexpected)} checkpoint tensors the model does not use: "
                       f"{', '.join(sorted(unexpected))}", stacklevel=3)
+    return sorted(missing + list(mismatched))
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -117,11 +111,5 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
             continue
         seen.add(key)
         tensors[name] = tensor.detach().contiguous().cpu()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.config import BertConfig
-from bertforge.io.weights import CheckpointError
+from bertforge.constants import IGNORE_INDEX
+from bertforge.errors import CheckpointError
 from bertforge.model.bert import BertModel
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
 from bertforge.model.pretrained import BertPreTrainedModel
 
-IGNORE_INDEX = -100  # a label of -100 contributes no loss (cross-entropy's default ignore_index)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 L = TypeVar("L", bound="LabelledModel")
@@ -130,7 +130,7 @@ class LabelledModel(BertPreTrainedModel):
             raise CheckpointError(
                 f"{path}: the checkpoint's classifier head has {theirs} labels and the model {ours}; pass "
                 f"ignore_mismatched_sizes=True to re-initialise the head (it then needs training), or "
-                f"num_labels={theirs} to keep it", e.mismatched) from None
+                f"num_labels={theirs} to keep it", mismatched=e.mismatched) from None
 
 
 class BertForSequenceClassification(LabelledModel):

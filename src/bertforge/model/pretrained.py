@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bertforge.config import BertConfig
+from bertforge.errors import require_dir
 from bertforge.io import weights
 
 M = TypeVar("M", bound="BertPreTrainedModel")
@@ -23,6 +24,7 @@ class BertPreTrainedModel(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
+        self.newly_initialized: list[str] = []  # weights from_pretrained found no trained value for
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -58,9 +60,7 @@ class BertPreTrainedModel(nn.Module):
         ``ignore_mismatched_sizes`` does the same for tensors whose shape differs (a classifier with
         another number of labels) instead of raising.
         """
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"no model directory at {path}")
+        path = require_dir(path, what="model directory")
         config = BertConfig.from_json_file(path / "config.json")
         for key, value in config_overrides.items():
             if hasattr(config, key) and key != "extra":
@@ -69,8 +69,8 @@ class BertPreTrainedModel(nn.Module):
                 config.extra[key] = value
         config.validate()
         model = cls(config)
-        weights.load_into(model, weights.read_state_dict(path), source=str(path),
-                          drop_mismatched=ignore_mismatched_sizes)
+        model.newly_initialized = weights.load_into(model, weights.read_state_dict(path), source=str(path),
+                                                    drop_mismatched=ignore_mismatched_sizes)
         return model
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

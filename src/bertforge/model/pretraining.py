@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.config import BertConfig
+from bertforge.constants import IGNORE_INDEX
 from bertforge.model.bert import BertModel
 from bertforge.model.encoder import ACTIVATIONS
 from bertforge.model.outputs import PreTrainingOutput
 from bertforge.model.pretrained import BertPreTrainedModel
 
-IGNORE_INDEX = -100
 
 
 class BertPredictionHeadTransform(nn.Module):

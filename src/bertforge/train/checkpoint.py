@@ -29,6 +29,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from bertforge.io.atomic import atomic_dir
+
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer_state.pt"
 MANIFEST_FILE = "checkpoint.json"
@@ -273,13 +275,9 @@ def restore_rng_state(
 
 
 def save_model_dir(model: Any, tokenizer: Any, directory: Path) -> Path:
-    """Write ``model`` and ``tokenizer`` (transformers layout) to ``directory`` as a whole: build a
-    temporary sibling, then swap it in, so a reader never sees a half-written model."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+    """Write ``model`` and ``tokenizer`` (transformers layout) to ``directory`` as a whole: a reader never
+    sees a half-written model."""
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(directory)

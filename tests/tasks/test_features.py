@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from bertforge.data.features import (EncodedTexts, Feature, QAWindow, TagWindow, answer_token_span,
-                                     bucketed_batches, collate, decode_qa, encode_choices, encode_qa,
-                                     encode_tagged, encode_text, stitch_tags)
+from bertforge.data.batching import bucketed_batches
+from bertforge.tasks.choice import encode_choices
+from bertforge.tasks.classify import encode_text
+from bertforge.tasks.features import EncodedTexts, Feature, collate
+from bertforge.tasks.qa import QAWindow, answer_token_span, decode_qa, encode_qa
+from bertforge.tasks.tag import TagWindow, encode_tagged, stitch_tags
 from bertforge.data.fetch import fetch
-from bertforge.data.squad import QAExample, read_squad
-from bertforge.data.tasks import ChoiceExample, TaggedSentence, TextExample, read_conll
+from bertforge.data.examples import QAExample
+from bertforge.data.squad import read_squad
+from bertforge.data.examples import ChoiceExample, TaggedSentence, TextExample
+from bertforge.data.readers import read_conll
 from bertforge.tokenization import BertTokenizer
 
 
@@ -211,7 +216,7 @@ def test_tagging_windows_never_cut_words_and_stitch_back_exactly(tok, fixtures):
 
 def test_tagging_a_word_longer_than_a_window_is_cut_and_reported(tok, caplog):
     sentence = TaggedSentence(["Joel", "antidisestablishmentarianism", "lives"], ["B-PER", "O", "O"], "s")
-    with caplog.at_level(logging.WARNING, logger="bertforge.data.features"):
+    with caplog.at_level(logging.WARNING, logger="bertforge.tasks.tag"):
         windows = encode_tagged(tok, [sentence], LABEL2ID, max_length=6, stride=1)
     assert "1 words longer than max_length - 2 = 4 pieces were cut" in caplog.text
     assert [tok.convert_ids_to_tokens(w.input_ids) for w in windows] == [
@@ -341,7 +346,7 @@ def test_qa_offsets_survive_lowercasing_and_accents(tok, caplog):
     context = "Le Café de São Paulo est très bon."
     good = QAExample("good", "Where is the café?", context, [{"text": "São Paulo", "answer_start": 11}])
     part = QAExample("part", "Which city is it?", context, [{"text": "Paul", "answer_start": 15}])
-    with caplog.at_level(logging.WARNING, logger="bertforge.data.features"):
+    with caplog.at_level(logging.WARNING, logger="bertforge.tasks.qa"):
         windows = encode_qa(tok, [good, part], max_length=64, doc_stride=16, max_query_length=3)
     assert "2 of 2 questions were cut to max_query_length=3" in caplog.text
     assert "1 answers do not start and end on piece boundaries (e.g. question part)" in caplog.text

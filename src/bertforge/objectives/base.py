@@ -1,0 +1,84 @@
+"""A pre-training objective as data: what its instances store, how it corrupts a batch of them, which
+model it trains, and its losses, each a mean over a count of items known before the forward pass.
+
+The training loop knows nothing else about objectives: it asks for ``counts`` (summed over
+micro-batches and ranks), weights each micro-batch's mean losses by its share of those counts (so an
+optimizer step's objective is the global mean whatever the process layout), and logs and evaluates
+what ``losses`` and ``evaluate`` return. A new objective is one new module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertforge.data.masking import SpecialIds
+
+
+@dataclass
+class Objective:
+    """Base of every objective; subclasses set the class variables and implement the methods."""
+
+    special: SpecialIds  # the tokenizer's special ids and vocabulary size
+    seed: int  # every random choice of a batch is seeded by (seed, epoch, instance index)
+
+    name: ClassVar[str]
+    pairs: ClassVar[str | None] = None  # instances: "random-next" (NSP) or "consecutive" sentence pairs, or None: packed text
+    loss_names: ClassVar[tuple[str, ...]]  # the keys of ``counts`` and ``losses``, in logging order
+
+    def model_class(self) -> type:
+        """The model this objective trains (with its heads); ``from_pretrained`` continues a checkpoint."""
+        raise NotImplementedError
+
+    def build_model(self, config) -> nn.Module:
+        """A freshly initialised model for this objective."""
+        return self.model_class()(config)
+
+    def configure(self, model: nn.Module) -> None:
+        """Freeze what no loss of this objective reaches (DDP requires every trained weight to get a gradient)."""
+
+    def make_batch(self, rows: dict[str, np.ndarray], indices: np.ndarray, epoch: int) -> dict[str, torch.Tensor]:
+        """Model inputs and targets from stored instances (``rows``: the store's arrays at ``indices``);
+        ``epoch`` -1 is for evaluation (fixed corruption)."""
+        raise NotImplementedError
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
+        """How many items each loss averages over in ``batch`` (computed on the host, before forward)."""
+        raise NotImplementedError
+
+    def losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each loss of ``batch`` as a mean over its ``counts`` items (0-dim tensors on the model's device)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device
+                 ) -> dict[str, float]:
+        """Held-out figures: ``eval_{loss}_loss`` per loss, ``eval_perplexity`` of the first (the LM loss)
+        and what ``eval_sums`` adds; every figure is a total over all batches divided by its count."""
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = {}
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            for key, (total, count) in self.eval_sums(model, batch).items():
+                s, n = sums.get(key, (0.0, 0))
+                sums[key] = (s + total, n + count)
+        model.train(was_training)
+        result = {f"eval_{k}": s / max(n, 1) for k, (s, n) in sums.items()}
+        lm_loss = result.get(f"eval_{self.loss_names[0]}_loss")
+        if lm_loss is not None:
+            result["eval_perplexity"] = math.exp(min(lm_loss, 50))
+        return result
+
+    def eval_sums(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, tuple[float, int]]:
+        """(total, count) pairs of one evaluation batch, e.g. ``{"mlm_loss": (sum, n), "mlm_accuracy": ...}``."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What a run's logs record about the objective."""
+        return {"objective": self.name}

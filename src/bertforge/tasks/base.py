@@ -1,0 +1,120 @@
+"""A fine-tuning task family as data: how to read its files, turn examples into model inputs, turn
+model outputs back into predictions, and score them. The training loop, ``evaluate``, ``predict``
+and the server all go through this interface; no caller branches on a task's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertforge.errors import DataFormatError, require_file
+from bertforge.io.jsonl import read_lines
+from bertforge.tasks.features import Feature
+from bertforge.data.options import DataOptions
+from bertforge.tokenization import BertTokenizer
+
+
+class Task:
+    """Defaults shared by the families; each family's module fills in what differs."""
+
+    name: str
+    head: type  # the model class fine-tuned for it
+    feature_head: type | None = None  # the frozen-encoder (feature-based) variant, where there is one
+    selection_metric: str  # the dev metric that picks the best epoch and seed
+    has_labels = True  # a label vocabulary (id2label) is learned from the training data
+    input_fields: tuple[str, ...] = ("text",)  # the JSON fields of one prediction input
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def read(self, path: str | Path, opts: DataOptions) -> list:
+        """Labelled examples of a file."""
+        raise NotImplementedError
+
+    def read_inputs(self, path: str | Path, opts: DataOptions) -> list:
+        """Unlabelled examples, one per line: a JSON object with the task's fields, or plain text."""
+        import json
+
+        require_file(path, flag="--input", what="input file")
+        examples = []
+        for lineno, line in read_lines(path, opts.encoding):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            record = None
+            if line.lstrip().startswith("{"):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataFormatError(f"malformed JSON: {e.msg} (column {e.colno})", path=path,
+                                          line=lineno) from None
+            examples.append(self.input_example(record, line, f"line-{lineno}", path, lineno))
+        if not examples:
+            raise DataFormatError("no input lines", path=path)
+        return examples
+
+    def input_example(self, record: dict | None, line: str, key: str, path: str | Path, lineno: int):
+        """One prediction input from a JSON ``record`` (or, when None, the plain text ``line``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def field(record: dict | None, name: str, path: str | Path, lineno: int, kind: type = str) -> Any:
+        """``record[name]``, of type ``kind``; an error naming file, line and field otherwise."""
+        if record is None:
+            raise DataFormatError(f"expected a JSON object with field {name!r}", path=path, line=lineno,
+                                  field=name)
+        if name not in record:
+            raise DataFormatError(f"missing field {name!r} (fields: {', '.join(record)})", path=path,
+                                  line=lineno, field=name)
+        if not isinstance(record[name], kind):
+            raise DataFormatError(f"field {name!r} should be {kind.__name__}, got {type(record[name]).__name__}",
+                                  path=path, line=lineno, field=name)
+        return record[name]
+
+    # --- labels and the model's task settings -------------------------------------------------
+
+    def label_names(self, examples: list) -> list[str]:
+        return sorted({str(e.label) for e in examples if e.label is not None})
+
+    def model_settings(self, labels: list[str], train_examples: list) -> dict[str, Any]:
+        """What the model's config.json records for this task (label maps, problem type...)."""
+        return {"num_labels": len(labels), "id2label": {str(i): n for i, n in enumerate(labels)},
+                "label2id": {n: i for i, n in enumerate(labels)}}
+
+    # --- model inputs and outputs -------------------------------------------------------------
+
+    def encode(self, tokenizer: BertTokenizer, examples: list, label2id: dict[str, int] | None,
+               opts: DataOptions) -> list[Feature]:
+        raise NotImplementedError
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many items the head's mean loss averages over in ``batch`` (examples by default)."""
+        return len(batch["input_ids"])
+
+    def outputs(self, out: Any) -> torch.Tensor:
+        """The tensor of a model output that ``decode`` reads: (B, ...) per feature."""
+        return out.logits
+
+    def decode(self, examples: list, feats: list[Feature], outputs: list[np.ndarray], settings: dict[str, Any],
+               opts: DataOptions) -> list:
+        """Predictions, one per example; ``settings`` is the model's config (``id2label``...)."""
+        raise NotImplementedError
+
+    # --- scores and output ---------------------------------------------------------------------
+
+    def score(self, examples: list, predictions: list, labels: list[str] | None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def to_json(self, prediction: Any, output: np.ndarray | None = None) -> dict:
+        return {"label": prediction}
+
+    def report(self, out_dir: Path, examples: list, predictions: list, labels: list[str]) -> None:
+        """Extra artefacts of a finished fine-tuning run (a confusion matrix...); none by default."""
+
+
+def id2label(settings: dict[str, Any]) -> dict[int, str]:
+    """The label names of a model's config, by class id."""
+    return {int(i): name for i, name in settings.get("id2label", {}).items()}

@@ -1,0 +1,132 @@
+"""What a pre-training or fine-tuning run is told: the settings dataclasses, which are also the command
+line's flags (see ``bertforge.options``). No torch here, so ``bertforge ... --help`` and flag checks
+are instant; every value is checked, naming its flag, before any data is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bertforge.config import PRESETS
+from bertforge.errors import UsageError
+from bertforge.options import check, option
+from bertforge.data.options import DataOptions
+
+OBJECTIVE_NAMES = ("mlm+nsp", "mlm")  # the registry is bertforge.objectives.OBJECTIVES (imports torch)
+TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
+FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.feature_based.FEATURES
+OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
+SCHEDULES = ("linear", "cosine", "constant")  # bertforge.train.schedule
+AMP = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class RunSettings:
+    """What every training run shares: batches, optimisation, precision, logging."""
+
+    batch_size: int = option(32, "sequences per process and micro-batch", min=1, group="optimisation")
+    grad_accum: int = option(1, "micro-batches per optimizer step", min=1, group="optimisation")
+    lr: float = option(1e-4, "peak learning rate", above=0, group="optimisation")
+    weight_decay: float = option(0.01, "AdamW/LAMB weight decay (not on biases and LayerNorm)", min=0,
+                                 group="optimisation")
+    clip_norm: float = option(1.0, "clip the gradient norm to this", above=0, group="optimisation")
+    amp: str = option("auto", "mixed precision on CUDA (CPU always trains in fp32)", choices=AMP,
+                      group="optimisation")
+    max_non_finite: int = option(10, "stop after this many non-finite losses in a row", min=0,
+                                 group="optimisation", cli=False)
+    log_every: int = option(10, "steps between log records", min=1, group="logging and checkpoints")
+    progress: bool = option(True, "progress bar", negate="--no-progress", group="logging and checkpoints")
+
+
+@dataclass
+class PretrainArgs(RunSettings):
+    corpus: list[str] = option([], "text files: Google format, one document a line, JSONL, wiki XML, People's "
+                               "Daily; .gz/.bz2 read transparently", metavar="PATH")
+    out: str = option("", "run directory: tokenizer, data, checkpoints, logs, model")
+    format: str = option("auto", "corpus format (default: detect per file)",
+                         choices=("auto", "google", "lines", "jsonl", "wiki", "peoples-daily"))
+    tokenizer: str | None = option(None, "an existing tokenizer directory (vocab.txt); default: train one",
+                                   group="vocabulary")
+    vocab_size: int = option(8000, "size of the vocabulary to train", min=16, max=1_000_000, group="vocabulary")
+    lowercase: bool = option(True, "keep case (cased model)", negate="--no-lowercase", group="vocabulary")
+    preset: str = option("mini", "Google's BERT size", choices=tuple(PRESETS), group="model")
+    config: str | None = option(None, "a config.json instead of a preset", group="model")
+    init_from: str | None = option(None, "continue pre-training from this model directory", group="model")
+    dropout: float | None = option(None, "override both dropout probabilities", min=0, below=1, group="model")
+    objective: str = option("mlm+nsp", "pre-training objective: masked LM with next-sentence prediction on "
+                            "sentence pairs (BERT), or masked LM alone on packed text",
+                            choices=OBJECTIVE_NAMES, group="objective")
+    nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
+                       negate="--no-nsp", group="objective")
+    whole_word_mask: bool = option(False, "mask all pieces of a word together", group="objective")
+    static_masks: bool = option(False, "one mask per instance (with --dupe-factor copies), as Google's "
+                                "original; default: new masks every epoch", group="objective")
+    masked_lm_prob: float = option(0.15, "share of tokens predicted", above=0, max=1, group="objective")
+    max_predictions_per_seq: int = option(20, "most predicted tokens per sequence", min=1, group="objective")
+    seq_len: int = option(128, "max_seq_length of instances", min=16, max=8192, group="data")
+    dupe_factor: int = option(1, "instance passes over the corpus", min=1, max=100, group="data")
+    short_seq_prob: float = option(0.1, "share of instances made shorter than --seq-len", min=0, max=1,
+                                   group="data")
+    eval_fraction: float = option(0.05, "share of documents held out for evaluation", min=0, below=1,
+                                  group="data")
+    workers: int = option(2, "data preparation processes", min=1, max=256, group="data")
+    max_steps: int = option(1000, "optimizer steps", min=1, group="optimisation")
+    warmup_steps: int = option(100, "linear warm-up steps", min=0, group="optimisation")
+    schedule: str = option("linear", "learning-rate decay after warm-up", choices=SCHEDULES, group="optimisation")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS, group="optimisation")
+    seed: int = option(12345, "seed of data order, masks and initialisation", min=0, group="optimisation")
+    save_every: int = option(200, "steps between checkpoints", min=1, group="logging and checkpoints")
+    keep_last: int = option(2, "checkpoints kept", min=1, group="logging and checkpoints")
+    eval_every: int = option(100, "steps between held-out evaluations", min=1, group="logging and checkpoints")
+    eval_instances: int = option(512, "held-out instances evaluated", min=1, group="logging and checkpoints")
+    extra: dict = field(default_factory=dict)
+
+    # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
+    RESUME_FIXED = ("seq_len", "batch_size", "grad_accum", "lr", "warmup_steps", "schedule", "optimizer",
+                    "weight_decay", "seed", "objective", "whole_word_mask", "static_masks", "dupe_factor",
+                    "masked_lm_prob", "max_predictions_per_seq", "short_seq_prob")
+
+    def __post_init__(self) -> None:
+        if not self.nsp:  # --no-nsp is --objective mlm
+            if self.objective not in ("mlm+nsp", "mlm"):
+                raise UsageError(f"--no-nsp contradicts --objective {self.objective}", flag="--no-nsp")
+            self.objective = "mlm"
+        self.nsp = self.objective == "mlm+nsp"
+        check(self)
+        if not self.corpus:
+            raise UsageError("at least one corpus file is required", flag="--corpus")
+        if not self.out:
+            raise UsageError("a run directory is required", flag="--out")
+        if self.static_masks and self.dupe_factor == 1:
+            pass  # one mask per instance for the whole run: allowed, Google's default is dupe_factor 10
+        if self.config and self.init_from:
+            raise UsageError("give --config or --init-from, not both", flag="--config")
+
+
+@dataclass
+class FinetuneArgs(RunSettings):
+    task: str = option("classify", "task family", choices=TASK_NAMES)
+    model: str = option("", "pre-trained model directory (transformers layout)")
+    train: str = option("", "training file")
+    dev: str = option("", "development file: picks the best epoch and seed")
+    out: str = option("", "run directory: model, eval_results.json, metrics.jsonl, curves")
+    test: str | None = option(None, "test file: scored once with the best model")
+    data: DataOptions = field(default_factory=DataOptions)
+    epochs: int = option(3, "passes over the training data", min=1, max=1000)
+    lr: float = option(3e-5, "peak learning rate", above=0, group="optimisation")
+    eval_batch_size: int = option(128, "sequences per evaluation batch", min=1, group="optimisation")
+    warmup: float = option(0.1, "share of steps for the linear warm-up", min=0, max=1, group="optimisation")
+    dropout: float | None = option(None, "override dropout (default: the checkpoint's, 0.1)", min=0, below=1)
+    seeds: list[int] = option([1], "one run per seed; mean ± std reported", min=0)
+    max_train_examples: int | None = option(None, "use only the first N training examples", min=1)
+    freeze_encoder: bool = option(False, "feature-based: train only the task layer on frozen encoder outputs")
+    features: str = option("concat-last-4", "with --freeze-encoder: which layer outputs feed the task layer",
+                           choices=FEATURES)
+    ignore_mismatched_sizes: bool = option(False, "re-initialise a checkpoint head whose number of labels differs")
+    log_every: int = option(20, "steps between log records", min=1, group="logging and checkpoints")
+
+    def __post_init__(self) -> None:
+        check(self)
+        for flag, value in (("--model", self.model), ("--train", self.train), ("--dev", self.dev),
+                            ("--out", self.out)):
+            if not value:
+                raise UsageError("a value is required", flag=flag)
