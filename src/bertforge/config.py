@@ -40,6 +40,9 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # True: a left-to-right (GPT-style) model: each position attends to itself and the ones before it,
+    # at pre-training and fine-tuning alike; sentence heads read the last real token (see model/bert.py).
+    is_decoder: bool = False
     # Keys we do not model (architectures, label maps, versions...) survive a load/save round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -60,6 +63,8 @@ class BertConfig:
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(f"config field 'hidden_act' is {self.hidden_act!r}; "
                               f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
+        if not isinstance(self.is_decoder, bool):
+            raise ConfigError(f"config field 'is_decoder' must be true or false, got {self.is_decoder!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"config field {name!r} must be in [0, 1), got {getattr(self, name)!r}")

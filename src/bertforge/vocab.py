@@ -134,15 +134,8 @@ def learn_pieces(word_counts: dict[str, int], vocab_size: int, min_frequency: in
 def train_vocab(texts: Iterable[str], vocab_size: int, *, lowercase: bool = True,
                 min_frequency: int = 2, model_max_length: int = 512) -> BertTokenizer:
     """A BertTokenizer whose vocabulary is learned from ``texts`` (any iterable of strings)."""
-    if vocab_size < len(SPECIAL_TOKENS) + 1:
-        raise ValueError(f"vocab_size must be larger than the {len(SPECIAL_TOKENS)} special tokens, "
-                         f"got {vocab_size}")
-    counts = count_words(texts, lowercase=lowercase)
-    if not counts:
-        raise ValueError("the training text is empty: no vocabulary could be learned")
-    pieces = learn_pieces(counts, vocab_size, min_frequency)
-    return BertTokenizer({p: i for i, p in enumerate(pieces)}, lowercase=lowercase,
-                         model_max_length=model_max_length)
+    return _from_counts(count_words(texts, lowercase=lowercase), vocab_size, lowercase, min_frequency,
+                        model_max_length)
 
 
 def train_vocab_from_corpus(paths: Iterable[str | Path], vocab_size: int, out_dir: str | Path, *,
@@ -152,8 +145,21 @@ def train_vocab_from_corpus(paths: Iterable[str | Path], vocab_size: int, out_di
 
     paths = list(paths)
     stats = CorpusStats()
-    sentences = (s for doc in read_documents(paths, format=format, stats=stats) for s in doc)
-    tokenizer = train_vocab(sentences, vocab_size, lowercase=lowercase)
+    counts = count_words((s for doc in read_documents(paths, format=format, stats=stats) for s in doc),
+                         lowercase=lowercase)
     require_documents(stats, paths)
+    tokenizer = _from_counts(counts, vocab_size, lowercase)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
+
+
+def _from_counts(counts: Counter[str], vocab_size: int, lowercase: bool, min_frequency: int = 2,
+                 model_max_length: int = 512) -> BertTokenizer:
+    if vocab_size < len(SPECIAL_TOKENS) + 1:
+        raise ValueError(f"vocab_size must be larger than the {len(SPECIAL_TOKENS)} special tokens, "
+                         f"got {vocab_size}")
+    if not counts:
+        raise ValueError("the training text is empty: no vocabulary could be learned")
+    pieces = learn_pieces(counts, vocab_size, min_frequency)
+    return BertTokenizer({p: i for i, p in enumerate(pieces)}, lowercase=lowercase,
+                         model_max_length=model_max_length)

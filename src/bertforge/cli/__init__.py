@@ -17,11 +17,18 @@ from bertforge.cli.commands import COMMANDS
 from bertforge.errors import BertforgeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (the flag and what is wrong), with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bertforge", description="Pre-train, fine-tune, evaluate and serve BERT "
+    parser = _Parser(prog="bertforge", description="Pre-train, fine-tune, evaluate and serve BERT "
                                      "and the models it is compared with, with checkpoints transformers loads too.")
     parser.add_argument("--version", action="version", version=f"bertforge {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for command in COMMANDS:
         *group, name = command.name.split()
@@ -29,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         if group:
             if group[0] not in groups:
                 sub = commands.add_parser(group[0], help=command.group_help)
-                groups[group[0]] = sub.add_subparsers(dest=f"{group[0]}_command", metavar="ACTION", required=True)
+                groups[group[0]] = sub.add_subparsers(dest=f"{group[0]}_command", metavar="ACTION", required=True,
+                                                      parser_class=_Parser)
             target = groups[group[0]]
         p = target.add_parser(name, help=command.help, description=command.help)
         command.arguments(p)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
+from bertforge.errors import UsageError
 from bertforge.options import check, option
 
 FORMATS = ("auto", "table", "snli", "fasttext", "swag", "conll", "peoples-daily", "jsonl", "squad")
@@ -35,9 +37,11 @@ class DataOptions:
 
     def __post_init__(self) -> None:
         check(self)
-        known = self.format in FORMATS or self.format.startswith("glue:")
-        if not known:
-            from bertforge.errors import UsageError
-
+        if not (self.format in FORMATS or self.format.startswith("glue:")):
             raise UsageError(f"unknown format {self.format!r}", flag="--format",
                              hint=f"use one of {', '.join(FORMATS)} or glue:TASK")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise UsageError(f"unknown encoding {self.encoding!r}", flag="--encoding",
+                             hint="use a Python codec name such as utf-8, latin-1 or cp1252") from None

@@ -28,7 +28,8 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
                 queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # x: (B, T, H); mask: (B, 1, 1, T) bool, True = may attend, or None when nothing is padded.
+        # x: (B, T, H); mask: bool, True = may attend: (B, 1, 1, T) padding, (B, 1, T, T) or (B, 1, S, T) causal,
+        # or None when every position sees every other.
         # queries: (B, S, H) rows of x that alone need an output (default: all of x).
         q = self._heads(self.query(x if queries is None else queries))
         k, v = self._heads(self.key(x)), self._heads(self.value(x))

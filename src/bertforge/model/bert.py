@@ -13,14 +13,29 @@ from bertforge.model.pretrained import BertPreTrainedModel
 
 
 class BertPooler(nn.Module):
-    """tanh(dense(h_[CLS])): the sentence vector that classification heads read."""
+    """tanh(dense(h)) at [CLS]: the sentence vector that classification heads read.
+
+    A left-to-right model (``is_decoder``) reads the last real token instead: under the causal mask
+    [CLS] sees nothing but itself, the last token sees the whole input.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.is_decoder = config.is_decoder
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.dense(sentence_vector(hidden, attention_mask, self.is_decoder)))  # (B, H)
+
+
+def sentence_vector(hidden: torch.Tensor, attention_mask: torch.Tensor | None, last: bool) -> torch.Tensor:
+    """(B, H): the first position of ``hidden`` (B, T, H), or with ``last`` each row's last real token."""
+    if not last:
+        return hidden[:, 0]
+    T = hidden.shape[1]
+    index = attention_mask.long().sum(1) - 1 if attention_mask is not None else \
+        torch.full(hidden.shape[:1], T - 1, device=hidden.device)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index.clamp(min=0)]
 
 
 class BertModel(BertPreTrainedModel):
@@ -51,14 +66,28 @@ class BertModel(BertPreTrainedModel):
             if output_positions.dim() != 2 or output_positions.shape[0] != input_ids.shape[0]:
                 raise ValueError(f"output_positions must be (batch, count), got {tuple(output_positions.shape)} "
                                  f"for input_ids {tuple(input_ids.shape)}")
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        mask = attention_mask_for(attention_mask, input_ids, self.config.is_decoder)
         x = self.embeddings(input_ids, token_type_ids)
         x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions,
                                                     output_positions)
-        pooled = self.pooler(x) if self.pooler is not None else None
+        pooled = None
+        if self.pooler is not None:
+            pooled = self.pooler(x, None if output_positions is not None else attention_mask)
         return BertOutput(x, pooled, hidden_states, attentions)
+
+
+def attention_mask_for(attention_mask: torch.Tensor | None, input_ids: torch.Tensor, causal: bool
+                       ) -> torch.Tensor | None:
+    """The boolean mask self-attention takes (True = may attend): (B, 1, 1, T) for padding, (B, 1, T, T)
+    with the causal rule (no position sees a later one), or None when every position sees every other."""
+    mask = None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    if causal:
+        T = input_ids.shape[1]
+        lower = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()[None, None]  # (1, 1, T, T)
+        mask = lower if mask is None else mask & lower
+    return mask
 
 
 def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,

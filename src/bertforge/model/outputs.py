@@ -28,6 +28,14 @@ class PreTrainingOutput:
 
 
 @dataclass
+class CausalLMOutput:
+    loss: torch.Tensor | None = None  # mean next-token cross-entropy
+    logits: torch.Tensor | None = None  # (B, T, V) without labels, (N, V) at the N scored positions with
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
 class SequenceClassifierOutput:
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, num_labels)

@@ -8,9 +8,10 @@ from torch import nn
 
 from bertforge.config import BertConfig
 from bertforge.constants import IGNORE_INDEX
+from bertforge.errors import ConfigError
 from bertforge.model.bert import BertModel
 from bertforge.model.encoder import ACTIVATIONS
-from bertforge.model.outputs import PreTrainingOutput
+from bertforge.model.outputs import CausalLMOutput, PreTrainingOutput
 from bertforge.model.pretrained import BertPreTrainedModel
 
 
@@ -105,3 +106,46 @@ def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     filled = torch.arange(count, device=labels.device) < wanted.sum(1, keepdim=True)
     positions = torch.where(filled, order, torch.zeros_like(order))
     return positions, torch.where(filled, labels.gather(1, positions), IGNORE_INDEX)
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+
+class BertLMHeadModel(BertPreTrainedModel):
+    """A left-to-right BERT: the paper's "LTR & No NSP" row, GPT's objective on BERT's encoder.
+
+    ``config.is_decoder`` must be true: every position attends only to itself and the ones before it, and
+    position t predicts token t + 1. Weights and the loss are those of ``transformers.BertLMHeadModel``.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        if not config.is_decoder:
+            raise ConfigError("BertLMHeadModel is a left-to-right model: set is_decoder to true in its config")
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> CausalLMOutput:
+        """labels: (B, T) the tokens (usually input_ids, -100 at padding); position t is scored on labels[t + 1].
+
+        Without labels, logits are (B, T, V); with labels, only the N positions that have a next token
+        are projected onto the vocabulary, (N, V) in row-major order, and loss is their mean cross-entropy.
+        """
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        decoder = self.bert.embeddings.word_embeddings.weight
+        if labels is None:
+            return CausalLMOutput(None, self.cls.predictions(out.last_hidden_state, decoder),
+                                  out.hidden_states, out.attentions)
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}")
+        targets = labels[:, 1:]  # (B, T - 1): the next token of each position but the last
+        selected = targets != IGNORE_INDEX
+        logits = self.cls.predictions(out.last_hidden_state[:, :-1][selected], decoder)  # (N, V)
+        loss = F.cross_entropy(logits, targets[selected]) if selected.any() else logits.sum() * 0.0
+        return CausalLMOutput(loss, logits, out.hidden_states, out.attentions)

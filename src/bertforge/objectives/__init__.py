@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from bertforge.objectives.base import Objective
+from bertforge.objectives.bilm import BidirectionalLM
+from bertforge.objectives.ltr import LeftToRight
 from bertforge.objectives.mlm import MaskedLM, MaskedLMWithNSP, MaskingSettings, continuation_mask
+from bertforge.objectives.plm import PermutationLM
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MaskedLMWithNSP, MaskedLM)}
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MaskedLMWithNSP, MaskedLM, LeftToRight, PermutationLM,
+                                                               BidirectionalLM)}
 
-__all__ = ["OBJECTIVES", "Objective", "MaskedLM", "MaskedLMWithNSP", "MaskingSettings", "continuation_mask"]
+__all__ = ["OBJECTIVES", "Objective", "MaskedLM", "MaskedLMWithNSP", "LeftToRight", "PermutationLM",
+           "BidirectionalLM", "MaskingSettings", "continuation_mask"]

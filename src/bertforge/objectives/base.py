@@ -28,8 +28,17 @@ class Objective:
     seed: int  # every random choice of a batch is seeded by (seed, epoch, instance index)
 
     name: ClassVar[str]
+    family: ClassVar[str] = "bert"  # the model family it trains (bertforge.model.families)
     pairs: ClassVar[str | None] = None  # instances: "random-next" (NSP) or "consecutive" sentence pairs, or None: packed text
     loss_names: ClassVar[tuple[str, ...]]  # the keys of ``counts`` and ``losses``, in logging order
+
+    @classmethod
+    def from_args(cls, tokenizer, args: Any, **fields: Any) -> "Objective":
+        """The objective of a run: the tokenizer's special ids, the seed, and whatever fields a subclass
+        reads from the run's settings (``PretrainArgs``: masking, --plm-k...)."""
+        from bertforge.data.prepare import special_ids
+
+        return cls(special_ids(tokenizer), args.seed, **fields)
 
     def model_class(self) -> type:
         """The model this objective trains (with its heads); ``from_pretrained`` continues a checkpoint."""
@@ -38,6 +47,10 @@ class Objective:
     def build_model(self, config) -> nn.Module:
         """A freshly initialised model for this objective."""
         return self.model_class()(config)
+
+    def load_model(self, path) -> nn.Module:
+        """Continue pre-training a saved model (``--init-from``)."""
+        return self.model_class().from_pretrained(path)
 
     def configure(self, model: nn.Module) -> None:
         """Freeze what no loss of this objective reaches (DDP requires every trained weight to get a gradient)."""
@@ -79,6 +92,21 @@ class Objective:
         """(total, count) pairs of one evaluation batch, e.g. ``{"mlm_loss": (sum, n), "mlm_accuracy": ...}``."""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
-        """What a run's logs record about the objective."""
-        return {"objective": self.name}
+
+
+def packed_inputs(rows: dict[str, np.ndarray], pad: int) -> dict[str, torch.Tensor]:
+    """input_ids, token_type_ids and attention_mask (B, T) of stored instances, T the longest of them;
+    segment B (token type 1) starts at ``b_start`` (== length when there is none)."""
+    width = int(rows["lengths"].max())
+    positions = np.arange(width)[None, :]
+    lengths, b_start = rows["lengths"][:, None].astype(np.int64), rows["b_start"][:, None]
+    input_ids = np.where(positions < lengths, rows["tokens"][:, :width].astype(np.int64), pad)
+    return {"input_ids": torch.from_numpy(input_ids),
+            "token_type_ids": torch.from_numpy(((positions >= b_start) & (positions < lengths)).astype(np.int64)),
+            "attention_mask": torch.from_numpy((positions < lengths).astype(np.int64))}
+
+
+def instance_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one instance's random choices in one epoch (-1: evaluation), the same wherever the
+    instance lands (which rank, which micro-batch), so runs resume and split exactly."""
+    return np.random.default_rng([seed, epoch + 1, int(index)])

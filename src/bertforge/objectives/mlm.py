@@ -12,7 +12,7 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.data.masking import mask_tokens
-from bertforge.objectives.base import Objective
+from bertforge.objectives.base import Objective, instance_generator, packed_inputs
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,6 @@ def continuation_mask(vocab: dict[str, int]) -> np.ndarray:
     for token, i in vocab.items():
         out[i] = token.startswith("##")
     return out
-
-
-def segment_inputs(rows: dict[str, np.ndarray]) -> tuple[int, dict[str, torch.Tensor]]:
-    """(width, token_type_ids and attention_mask) of stored instances: segment B from ``b_start``."""
-    width = int(rows["lengths"].max())
-    positions = np.arange(width)[None, :]
-    lengths, b_start = rows["lengths"][:, None].astype(np.int64), rows["b_start"][:, None]
-    return width, {
-        "token_type_ids": torch.from_numpy(((positions >= b_start) & (positions < lengths)).astype(np.int64)),
-        "attention_mask": torch.from_numpy((positions < lengths).astype(np.int64)),
-    }
 
 
 @dataclass
@@ -65,20 +54,25 @@ class MaskedLM(Objective):
         model.bert.pooler.requires_grad_(False)  # no loss reaches the pooler and the NSP head
         model.cls.seq_relationship.requires_grad_(False)
 
+    @classmethod
+    def from_args(cls, tokenizer, args, **fields):
+        masking = MaskingSettings(args.masked_lm_prob, args.max_predictions_per_seq, args.whole_word_mask,
+                                  args.static_masks)
+        continuation = continuation_mask(tokenizer.vocab) if masking.whole_word else None
+        return super().from_args(tokenizer, args, masking=masking, is_continuation=continuation, **fields)
+
     def make_batch(self, rows, indices, epoch):
-        width, batch = segment_inputs(rows)
-        B = len(indices)
-        input_ids = np.full((B, width), self.special.pad, dtype=np.int64)
-        labels = np.full((B, width), IGNORE_INDEX, dtype=np.int64)
+        batch = packed_inputs(rows, self.special.pad)
+        input_ids, labels = batch["input_ids"].numpy().copy(), np.full(batch["input_ids"].shape, IGNORE_INDEX)
         m = self.masking
         mask_epoch = 0 if m.static_masks and epoch >= 0 else epoch
         for r, (i, n) in enumerate(zip(indices, rows["lengths"])):
-            rng = np.random.default_rng([self.seed, mask_epoch + 1, int(i)])
             masked = mask_tokens(rows["tokens"][r, :n], self.special, m.masked_lm_prob, m.max_predictions_per_seq,
-                                 rng=rng, whole_word=m.whole_word, is_continuation=self.is_continuation)
+                                 rng=instance_generator(self.seed, mask_epoch, i), whole_word=m.whole_word,
+                                 is_continuation=self.is_continuation)
             input_ids[r, :n] = masked.input_ids
             labels[r, :n] = masked.labels
-        return {"input_ids": torch.from_numpy(input_ids), **batch, "labels": torch.from_numpy(labels)}
+        return {**batch, "input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
 
     def counts(self, batch):
         return {"mlm": int((batch["labels"] != IGNORE_INDEX).sum())}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bertforge.data.examples import QAExample
-from bertforge.data.squad import best_spans, choose_answer, null_score, read_squad, squad_evaluate
+from bertforge.data.squad import Span, best_spans, choose_answer, null_score, read_squad, squad_evaluate
 from bertforge.errors import DataFormatError
 from bertforge.model import BertForQuestionAnswering
 from bertforge.tasks.base import Task
@@ -120,22 +120,20 @@ def encode_qa(tokenizer: BertTokenizer, examples: Sequence[QAExample], max_lengt
     return windows
 
 
-def decode_qa(examples: Sequence[QAExample], windows: Sequence[QAWindow], start_logits: Sequence[np.ndarray],
-              end_logits: Sequence[np.ndarray], n_best: int = 20, max_answer_length: int = 30,
-              null_threshold: float = 0.0, version_2: bool = False) -> tuple[dict[str, str], dict[str, float]]:
-    """Answer text per question id, and the null-score difference (min null - best span score).
+def candidate_spans(examples: Sequence[QAExample], windows: Sequence[QAWindow], start_logits: Sequence[np.ndarray],
+                    end_logits: Sequence[np.ndarray], n_best: int = 20, max_answer_length: int = 30
+                    ) -> list[tuple[list[Span], float]]:
+    """Per question, its ``n_best`` candidate spans (best first) and its no-answer (null) score.
 
     Spans come from all of a question's windows, on context tokens, starting only on a token
-    whose max-context window this is (Google's rule). With ``version_2`` the answer is "" when
-    the difference exceeds ``null_threshold``. Logit rows may be padded longer than the window.
+    whose max-context window this is (Google's rule). Logit rows may be padded longer than the window.
     """
     if not len(windows) == len(start_logits) == len(end_logits):
         raise ValueError(f"{len(windows)} windows, {len(start_logits)} start and {len(end_logits)} end logit rows")
     by_example: dict[int, list[int]] = defaultdict(list)
     for i, window in enumerate(windows):
         by_example[window.example_index].append(i)
-    predictions: dict[str, str] = {}
-    null_diffs: dict[str, float] = {}
+    result = []
     for index, example in enumerate(examples):
         if index not in by_example:
             raise ValueError(f"question {example.id} (example {index}) has no window")
@@ -150,7 +148,22 @@ def decode_qa(examples: Sequence[QAExample], windows: Sequence[QAWindow], start_
             start = np.where(window.token_is_max_context, start, -np.inf)
             spans += [s for s in best_spans(start, end, window.offsets, n_best=n_best,
                                             max_answer_length=max_answer_length) if np.isfinite(s.score)]
-        spans = sorted(spans, key=lambda s: -s.score)[:n_best]
+        result.append((sorted(spans, key=lambda s: -s.score)[:n_best], null))
+    return result
+
+
+def decode_qa(examples: Sequence[QAExample], windows: Sequence[QAWindow], start_logits: Sequence[np.ndarray],
+              end_logits: Sequence[np.ndarray], n_best: int = 20, max_answer_length: int = 30,
+              null_threshold: float = 0.0, version_2: bool = False) -> tuple[dict[str, str], dict[str, float]]:
+    """Answer text per question id, and the null-score difference (min null - best span score).
+
+    Candidates as ``candidate_spans``. With ``version_2`` the answer is "" when the difference
+    exceeds ``null_threshold``.
+    """
+    predictions: dict[str, str] = {}
+    null_diffs: dict[str, float] = {}
+    candidates = candidate_spans(examples, windows, start_logits, end_logits, n_best, max_answer_length)
+    for example, (spans, null) in zip(examples, candidates):
         text, _ = choose_answer(example.context, spans, null if version_2 else None, null_threshold)
         predictions[example.id] = text
         null_diffs[example.id] = null - spans[0].score if spans else float("inf")

@@ -4,6 +4,7 @@ overlapping windows of whole words and stitched back; entity precision/recall/F1
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,36 @@ def _tag_ids(sentence: TaggedSentence, label2id: Mapping[str, int] | None) -> li
     return [label2id[t] for t in sentence.tags]
 
 
+def stitch_word_scores(windows: Sequence[TagWindow], scores: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """Per sentence, in order, the score row of each word: its first piece's (num_labels,) logits (or
+    its () id) in the window where it has the most context. ``scores[i]`` is window i's (T, num_labels)
+    logits or (T,) ids and may be longer than the window (a padded batch row); the padding is ignored."""
+    if len(scores) != len(windows):
+        raise ValueError(f"{len(scores)} score arrays for {len(windows)} windows")
+    rows: dict[int, list[np.ndarray | None]] = {}
+    for i, (window, score) in enumerate(zip(windows, scores)):
+        score = np.asarray(score)
+        if score.ndim not in (1, 2) or score.shape[0] < len(window.input_ids):
+            raise ValueError(f"window {i}: scores of shape {score.shape} do not cover its "
+                             f"{len(window.input_ids)} tokens; expected (T, num_labels) logits or (T,) ids")
+        out = rows.setdefault(window.example_index, [None] * window.num_words)
+        for t, chosen in enumerate(window.max_context):
+            if chosen:
+                word = window.word_ids[t]
+                if out[word] is not None:
+                    raise ValueError(f"sentence {window.example_index}: word {word} is max-context in two windows")
+                out[word] = score[t]
+    result = []
+    for index in range(max(rows, default=-1) + 1):
+        if index not in rows:
+            raise ValueError(f"no window of sentence {index}: windows must cover sentences 0..{max(rows)}")
+        missing = [w for w, row in enumerate(rows[index]) if row is None]
+        if missing:
+            raise ValueError(f"sentence {index}: words {missing} got no tag (a window is missing)")
+        result.append(rows[index])
+    return result
+
+
 def stitch_tags(windows: Sequence[TagWindow], scores: Sequence[np.ndarray],
                 id2label: Mapping[int, str] | Sequence[str]) -> list[list[str]]:
     """One tag per word per sentence, in order, from each window's (T, num_labels) logits or (T,) ids.
@@ -136,31 +167,39 @@ def stitch_tags(windows: Sequence[TagWindow], scores: Sequence[np.ndarray],
     Each word takes the prediction at its first piece in its max-context window. ``scores[i]``
     may be longer than window i (a padded batch row); the padding is ignored.
     """
-    if len(scores) != len(windows):
-        raise ValueError(f"{len(scores)} score arrays for {len(windows)} windows")
-    tags: dict[int, list[str | None]] = {}
-    for i, (window, score) in enumerate(zip(windows, scores)):
-        score = np.asarray(score)
-        if score.ndim not in (1, 2) or score.shape[0] < len(window.input_ids):
-            raise ValueError(f"window {i}: scores of shape {score.shape} do not cover its "
-                             f"{len(window.input_ids)} tokens; expected (T, num_labels) logits or (T,) ids")
-        predicted = score.argmax(-1) if score.ndim == 2 else score
-        out = tags.setdefault(window.example_index, [None] * window.num_words)
-        for t, chosen in enumerate(window.max_context):
-            if chosen:
-                word = window.word_ids[t]
-                if out[word] is not None:
-                    raise ValueError(f"sentence {window.example_index}: word {word} is max-context in two windows")
-                out[word] = id2label[int(predicted[t])]
-    result = []
-    for index in range(max(tags, default=-1) + 1):
-        if index not in tags:
-            raise ValueError(f"no window of sentence {index}: windows must cover sentences 0..{max(tags)}")
-        missing = [w for w, tag in enumerate(tags[index]) if tag is None]
-        if missing:
-            raise ValueError(f"sentence {index}: words {missing} got no tag (a window is missing)")
-        result.append(tags[index])
-    return result
+    return [[id2label[int(row.argmax() if row.ndim else row)] for row in sentence]
+            for sentence in stitch_word_scores(windows, scores)]
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of the words a plain-text line is tagged as: its whitespace-separated
+    words, or, in a line without spaces (Chinese), each of its characters."""
+    if " " in text.strip():
+        return [m.span() for m in re.finditer(r"\S+", text)]
+    start = len(text) - len(text.lstrip())
+    return [(start + i, start + i + 1) for i in range(len(text.strip()))]
+
+
+def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, last word) of each entity in BIO, IOB1 or IOBES tags, as conlleval reads them:
+    B-/S- start an entity, I-/E- of another type than the one before start one too, E-/S- end it."""
+    entities: list[tuple[str, int, int]] = []
+    current: list = []  # [type, first, last] of the open entity
+    for i, tag in enumerate(tags):
+        prefix, kind = (tag[:1], tag[2:]) if len(tag) > 2 and tag[1] == "-" else ("O", "")
+        if prefix == "O" or prefix in "BS" or (current and current[0] != kind):
+            if current:
+                entities.append(tuple(current))
+            current = [kind, i, i] if prefix != "O" else []
+        else:
+            current = current or [kind, i, i]
+            current[2] = i
+        if prefix in "ES" and current:
+            entities.append(tuple(current))
+            current = []
+    if current:
+        entities.append(tuple(current))
+    return entities
 
 
 def read_tagged_jsonl(path: str | Path, encoding: str = "utf-8") -> list[TaggedSentence]:
@@ -200,8 +239,7 @@ class TagTask(Task):
         if record is not None:
             words = self.field(record, "words", path, lineno, list)
             return TaggedSentence([str(w) for w in words], None, key)
-        words = line.split() if " " in line.strip() else list(line.strip())  # CJK: characters
-        return TaggedSentence(words, None, key)
+        return TaggedSentence([line[s:e] for s, e in word_spans(line)], None, key)  # CJK: characters
 
     def label_names(self, examples):
         return sorted({t for e in examples if e.tags for t in e.tags})

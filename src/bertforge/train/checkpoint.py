@@ -198,6 +198,12 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def read_run_config(path: Path) -> dict[str, Any]:
+    """The ``run_config`` a complete checkpoint was saved with (to compare settings before any work)."""
+    _read_manifest(Path(path))
+    return torch.load(Path(path) / TRAINER_FILE, map_location="cpu", weights_only=False).get("run_config", {})
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The saved ``state`` plus ``step``: ``model`` as a dict of tensors (tied names restored), the
     rest as saved. Raises ValueError if ``path`` is not a complete checkpoint."""

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from bertforge.data.batching import bucketed_batches
 from bertforge.data.readers import check_labels
-from bertforge.errors import UsageError, require_file
-from bertforge.inference.predictor import model_inputs, predict_examples
+from bertforge.config import BertConfig
+from bertforge.errors import CheckpointError, UsageError, require_file
+from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
 from bertforge.io.atomic import atomic_write_text
 from bertforge.tasks import Task, get_task
 from bertforge.tasks.features import collate
@@ -51,7 +52,15 @@ def load_model(task: Task, path: str | Path, labels: list[str], train_examples: 
         head = task.feature_head
         overrides["bertforge_features"] = features
     kwargs = {"ignore_mismatched_sizes": ignore_mismatched_sizes} if "num_labels" in overrides else {}
-    return head.from_pretrained(path, **kwargs, **overrides)
+    try:
+        return head.from_pretrained(path, **kwargs, **overrides)
+    except CheckpointError as e:
+        if "classifier.weight" not in e.mismatched:
+            raise
+        theirs, ours = (shape[0] for shape in e.mismatched["classifier.weight"])
+        raise CheckpointError(f"{path}: the checkpoint's classifier head has {theirs} labels but the training "
+                              f"data has {ours}", mismatched=e.mismatched,
+                              hint="pass --ignore-mismatched-sizes to train a new head") from None
 
 
 def finetune(args: FinetuneArgs) -> dict:
@@ -81,6 +90,7 @@ class FinetuneRecipe:
         for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
             if path is not None:
                 require_file(path, flag=flag, what="data file")
+        check_max_length(opts, BertConfig.from_json_file(Path(args.model) / "config.json"))
         self.tokenizer = BertTokenizer.from_pretrained(args.model)
         self.train_examples = task.read(args.train, opts)[:args.max_train_examples]
         self.dev_examples = task.read(args.dev, opts)
@@ -92,13 +102,7 @@ class FinetuneRecipe:
                     check_labels(self.labels, task.label_names(examples), path, train_path=args.train)
         label2id = {n: i for i, n in enumerate(self.labels)} if task.has_labels else None
         self.train_feats = task.encode(self.tokenizer, self.train_examples, label2id, opts)
-        if self.rt.main:
-            print(f"{task.name}: {len(self.train_examples):,} training examples ({len(self.train_feats):,} inputs), "
-                  f"{len(self.dev_examples):,} dev" + (f", {len(self.test_examples):,} test" if self.test_examples
-                                                       else "") + (f"; labels {self.labels}" if task.has_labels
-                                                                   else ""), flush=True)
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=-1) if self.rt.main else None
+        self.log: MetricsLog | None = None  # opened once the first model has loaded: nothing is written before
 
     def _global_batches(self, seed: int, epoch: int) -> list[list[int]]:
         args = self.args
@@ -124,6 +128,12 @@ class FinetuneRecipe:
         model = load_model(task, args.model, self.labels, self.train_examples, feature_based=args.freeze_encoder,
                            features=args.features, ignore_mismatched_sizes=args.ignore_mismatched_sizes,
                            dropout=args.dropout).to(rt.device)
+        if rt.main and self.log is None:  # the data and the model fit: start writing
+            self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=-1)
+            print(f"{task.name}: {len(self.train_examples):,} training examples ({len(self.train_feats):,} inputs), "
+                  f"{len(self.dev_examples):,} dev" + (f", {len(self.test_examples):,} test" if self.test_examples
+                                                       else "") + (f"; labels {self.labels}" if task.has_labels
+                                                                   else ""), flush=True)
         total = math.ceil(len(self.train_feats) / (args.batch_size * args.grad_accum * rt.world)) * args.epochs
         optimizer = build_optimizer(model, "adamw", lr=args.lr, weight_decay=args.weight_decay)
         scheduler = build_schedule(optimizer, warmup_ratio(args.warmup, total), total, "linear")

@@ -20,14 +20,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bertforge.config import BertConfig
+from bertforge.data.corpus import read_documents
 from bertforge.data.prepare import PrepareSettings, prepare, special_ids
 from bertforge.data.pretraining_data import InstanceStore, PretrainingBatches, eval_batches
 from bertforge.errors import CheckpointError, DataFormatError, UsageError, require_file
 from bertforge.io.atomic import atomic_dir, atomic_write_text
-from bertforge.objectives import OBJECTIVES, MaskingSettings, Objective, continuation_mask
+from bertforge.model.families import model_type, preset_config, read_config
+from bertforge.objectives import OBJECTIVES, Objective
 from bertforge.tokenization import BertTokenizer
-from bertforge.train.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint,
+from bertforge.train.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint, read_run_config,
                                         restore_rng_state, save_checkpoint, save_model_dir)
 from bertforge.train.logs import MetricsLog, Throughput, plot_curves, read_metrics
 from bertforge.train.optim import build_optimizer
@@ -63,14 +64,16 @@ class PretrainRecipe:
     # --- setup --------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Check everything that can be checked first (corpus files, model config, resume settings), then
+        prepare the data, build the model and optimizer, and resume from the newest checkpoint."""
         args, rt = self.args, self.rt
-        for path in args.corpus:
-            if require_file(path, flag="--corpus", what="corpus file").stat().st_size == 0:
-                raise DataFormatError("is empty", path=path, hint="pass a file with text")
+        self._check_corpus()
+        config = self._model_config()
+        self._check_resume(config)
         self.tokenizer, data_dir = self._prepare_inputs()
         torch.manual_seed(args.seed)
         self.objective = self._objective()
-        self.model = self._build_model().to(rt.device)
+        self.model = self._build_model(config).to(rt.device)
         self.objective.configure(self.model)
         self.batches = PretrainingBatches(InstanceStore(data_dir, "train"), self.objective, args.batch_size,
                                           args.grad_accum, rt.world)
@@ -81,8 +84,14 @@ class PretrainRecipe:
                                         args.schedule)
         self.stepper = Stepper(rt, self.model, self.optimizer, self.scheduler, self.objective.loss_names,
                                args.clip_norm, args.max_non_finite)
-        self.run_config = self._run_config()
+        self.run_config = self._run_config(self.model.config)
         self.start = self._resume()
+
+    def _check_corpus(self) -> None:
+        for path in self.args.corpus:
+            if require_file(path, flag="--corpus", what="corpus file").stat().st_size == 0:
+                raise DataFormatError("is empty", path=path, hint="pass a file with text")
+        read_documents(self.args.corpus, format=self.args.format)  # checks each file is text of a known format
 
     def _prepare_inputs(self) -> tuple[BertTokenizer, Path]:
         args, out = self.args, self.out
@@ -114,48 +123,78 @@ class PretrainRecipe:
         return BertTokenizer.from_pretrained(tokenizer_dir), out / "data"
 
     def _objective(self) -> Objective:
-        args = self.args
-        masking = MaskingSettings(args.masked_lm_prob, args.max_predictions_per_seq, args.whole_word_mask,
-                                  args.static_masks)
-        continuation = continuation_mask(self.tokenizer.vocab) if args.whole_word_mask else None
-        return OBJECTIVES[args.objective](special_ids(self.tokenizer), args.seed, masking, continuation)
+        return OBJECTIVES[self.args.objective].from_args(self.tokenizer, self.args)
 
-    def _build_model(self) -> torch.nn.Module:
+    def _model_config(self):
+        """The model's configuration (in the objective's model family), checked against the flags before
+        any data is prepared."""
+        args, family = self.args, OBJECTIVES[self.args.objective].family
+        if args.init_from or args.config:
+            path = Path(args.init_from) / "config.json" if args.init_from else args.config
+            if model_type(path) != family:
+                raise UsageError(f"{path} describes a {model_type(path)} model, and --objective {args.objective} "
+                                 f"trains {family}", flag="--init-from" if args.init_from else "--config")
+            if args.init_from:
+                return read_config(path)
+            config = read_config(path)
+        else:
+            config = preset_config(family, args.preset)
+        if args.dropout is not None:
+            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
+                if hasattr(config, name):
+                    setattr(config, name, args.dropout)
+        positions = getattr(config, "max_position_embeddings", None)  # XLNet and ELMo have no position table
+        if positions is not None and positions < args.seq_len:
+            raise UsageError(f"{args.seq_len} exceeds the model's max_position_embeddings ({positions})",
+                             flag="--seq-len")
+        config.validate()
+        return config
+
+    def _build_model(self, config) -> torch.nn.Module:
         args, tokenizer = self.args, self.tokenizer
         if args.init_from:
-            model = self.objective.model_class().from_pretrained(args.init_from)
+            model = self.objective.load_model(args.init_from)
             if model.config.vocab_size != tokenizer.vocab_size:
                 raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint has "
                                  f"vocab_size {model.config.vocab_size}", flag="--init-from",
                                  hint=f"use the checkpoint's own tokenizer (--tokenizer {args.init_from})")
             return model
-        config = BertConfig.from_json_file(args.config) if args.config else BertConfig.preset(args.preset)
-        if args.config and config.vocab_size != tokenizer.vocab_size:
+        if args.config and config.vocab_size not in (0, tokenizer.vocab_size):
             raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but {args.config} says vocab_size "
                              f"{config.vocab_size}", flag="--config")
         config.vocab_size = tokenizer.vocab_size
-        config.pad_token_id = tokenizer.pad_token_id
-        if args.dropout is not None:
-            config.hidden_dropout_prob = config.attention_probs_dropout_prob = args.dropout
-        if config.max_position_embeddings < args.seq_len:
-            raise UsageError(f"{args.seq_len} exceeds the model's max_position_embeddings "
-                             f"({config.max_position_embeddings})", flag="--seq-len")
+        if hasattr(config, "pad_token_id"):
+            config.pad_token_id = tokenizer.pad_token_id
         config.validate()
         return self.objective.build_model(config)
 
-    def _run_config(self) -> dict:
+    def _run_config(self, config) -> dict:
         fixed = {name: getattr(self.args, name) for name in PretrainArgs.RESUME_FIXED}
-        model_config = {k: v for k, v in self.model.config.to_dict().items() if k != "architectures"}
+        model_config = {k: v for k, v in config.to_dict().items() if k != "architectures"}
         return {**fixed, "world_size": self.rt.world, **{f"model.{k}": v for k, v in model_config.items()}}
+
+    def _changes(self, saved: dict, current: dict, ignore: set[str] = frozenset()) -> list[str]:
+        return [f"{_flag(key)} was {saved.get(key)!r} and is {current.get(key)!r} now"
+                for key in sorted(set(saved) | set(current)) if key not in ignore and saved.get(key) != current.get(key)]
+
+    def _check_resume(self, config) -> None:
+        """Refuse, before any work, to resume a run whose settings changed (naming each flag)."""
+        latest = latest_checkpoint(self.ckpt_dir)
+        if latest is None:
+            return
+        # The vocabulary is known once the tokenizer is loaded; _resume checks it.
+        changed = self._changes(read_run_config(latest), self._run_config(config),
+                                ignore={"model.vocab_size", "model.pad_token_id"})
+        if changed:
+            raise CheckpointError(f"cannot resume from {latest}: {'; '.join(changed)}",
+                                  hint="use the original values, or another --out for a new run")
 
     def _resume(self) -> int:
         latest = latest_checkpoint(self.ckpt_dir)
         if latest is None:
             return 0
         state = load_checkpoint(latest)
-        changed = [f"{_flag(key)} was {state['run_config'].get(key)!r} and is {self.run_config.get(key)!r} now"
-                   for key in sorted(set(state["run_config"]) | set(self.run_config))
-                   if state["run_config"].get(key) != self.run_config.get(key)]
+        changed = self._changes(state["run_config"], self.run_config)
         if changed:
             raise CheckpointError(f"cannot resume from {latest}: {'; '.join(changed)}",
                                   hint="use the original values, or another --out for a new run")

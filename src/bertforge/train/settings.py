@@ -11,9 +11,13 @@ from bertforge.errors import UsageError
 from bertforge.options import check, option
 from bertforge.data.options import DataOptions
 
-OBJECTIVE_NAMES = ("mlm+nsp", "mlm")  # the registry is bertforge.objectives.OBJECTIVES (imports torch)
+# The registry is bertforge.objectives.OBJECTIVES (it imports torch); the model family each one trains.
+OBJECTIVE_FAMILY = {"mlm+nsp": "bert", "mlm": "bert", "ltr": "bert", "plm": "xlnet", "bilm": "elmo"}
+OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILY)
+ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm"}
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
 FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.feature_based.FEATURES
+FEATURE_TASKS = ("classify", "tag")  # tasks with a frozen-encoder head (Task.feature_head)
 OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
 SCHEDULES = ("linear", "cosine", "constant")  # bertforge.train.schedule
 AMP = ("auto", "bf16", "fp16", "off")
@@ -52,11 +56,16 @@ class PretrainArgs(RunSettings):
     config: str | None = option(None, "a config.json instead of a preset", group="model")
     init_from: str | None = option(None, "continue pre-training from this model directory", group="model")
     dropout: float | None = option(None, "override both dropout probabilities", min=0, below=1, group="model")
-    objective: str = option("mlm+nsp", "pre-training objective: masked LM with next-sentence prediction on "
-                            "sentence pairs (BERT), or masked LM alone on packed text",
-                            choices=OBJECTIVE_NAMES, group="objective")
+    objective: str | None = option(None, "mlm+nsp: masked LM with next-sentence prediction on sentence pairs "
+                                   "(BERT; the default); mlm: masked LM alone on packed text (No NSP); ltr: "
+                                   "left-to-right LM with a causal mask (GPT); plm: permutation LM (XLNet); bilm: "
+                                   "forward and backward LSTM LMs (ELMo)", choices=OBJECTIVE_NAMES, group="objective")
+    arch: str | None = option(None, "model family, where the objective does not imply it: bert (default), "
+                              "xlnet (plm), elmo (bilm)", choices=tuple(ARCH_DEFAULT_OBJECTIVE), group="objective")
     nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
                        negate="--no-nsp", group="objective")
+    plm_k: int = option(6, "--objective plm: predict the last 1/K of each factorisation order", min=1, max=100,
+                        group="objective")
     whole_word_mask: bool = option(False, "mask all pieces of a word together", group="objective")
     static_masks: bool = option(False, "one mask per instance (with --dupe-factor copies), as Google's "
                                 "original; default: new masks every epoch", group="objective")
@@ -81,17 +90,23 @@ class PretrainArgs(RunSettings):
     extra: dict = field(default_factory=dict)
 
     # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
-    RESUME_FIXED = ("seq_len", "batch_size", "grad_accum", "lr", "warmup_steps", "schedule", "optimizer",
-                    "weight_decay", "seed", "objective", "whole_word_mask", "static_masks", "dupe_factor",
-                    "masked_lm_prob", "max_predictions_per_seq", "short_seq_prob")
+    RESUME_FIXED = ("preset", "config", "objective", "plm_k", "seq_len", "batch_size", "grad_accum", "lr",
+                    "warmup_steps", "schedule", "optimizer", "weight_decay", "seed", "whole_word_mask", "static_masks",
+                    "dupe_factor", "masked_lm_prob", "max_predictions_per_seq", "short_seq_prob")
 
     def __post_init__(self) -> None:
-        if not self.nsp:  # --no-nsp is --objective mlm
-            if self.objective not in ("mlm+nsp", "mlm"):
-                raise UsageError(f"--no-nsp contradicts --objective {self.objective}", flag="--no-nsp")
-            self.objective = "mlm"
-        self.nsp = self.objective == "mlm+nsp"
         check(self)
+        if not self.nsp:  # --no-nsp is --objective mlm
+            if self.objective not in (None, "mlm"):
+                raise UsageError(f"contradicts --objective {self.objective}", flag="--no-nsp")
+            self.objective = "mlm"
+        if self.objective is None:
+            self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or "bert"]
+        family = OBJECTIVE_FAMILY[self.objective]
+        if self.arch is not None and self.arch != family:
+            raise UsageError(f"--objective {self.objective} trains {family}, not {self.arch}", flag="--arch",
+                             hint=f"leave out --arch, or use --objective {ARCH_DEFAULT_OBJECTIVE[self.arch]}")
+        self.arch, self.nsp = family, self.objective == "mlm+nsp"
         if not self.corpus:
             raise UsageError("at least one corpus file is required", flag="--corpus")
         if not self.out:
@@ -130,3 +145,6 @@ class FinetuneArgs(RunSettings):
                             ("--out", self.out)):
             if not value:
                 raise UsageError("a value is required", flag=flag)
+        if self.freeze_encoder and self.task not in FEATURE_TASKS:
+            raise UsageError(f"feature-based use is for {' and '.join(FEATURE_TASKS)}, not {self.task}",
+                             flag="--freeze-encoder")

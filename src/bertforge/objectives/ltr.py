@@ -1,0 +1,52 @@
+"""Left-to-right language modelling: GPT's objective on BERT's encoder with a causal mask (the paper's
+"LTR & No NSP"): every position predicts the next token of packed text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from bertforge.constants import IGNORE_INDEX
+from bertforge.objectives.base import Objective, packed_inputs
+
+
+@dataclass
+class LeftToRight(Objective):
+    name: ClassVar[str] = "ltr"
+    loss_names: ClassVar[tuple[str, ...]] = ("ltr",)
+
+    def model_class(self) -> type:
+        from bertforge.model import BertLMHeadModel
+
+        return BertLMHeadModel
+
+    def build_model(self, config) -> nn.Module:
+        config.is_decoder = True
+        return self.model_class()(config)
+
+    def load_model(self, path) -> nn.Module:
+        """A bidirectional checkpoint continues as a left-to-right one (its attention becomes causal)."""
+        return self.model_class().from_pretrained(path, is_decoder=True)
+
+    def make_batch(self, rows, indices, epoch):
+        batch = packed_inputs(rows, self.special.pad)
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+        return batch
+
+    def counts(self, batch):
+        return {"ltr": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())}  # tokens with a token before them
+
+    def _forward(self, model, batch):
+        return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], labels=batch["labels"])
+
+    def losses(self, model, batch):
+        return {"ltr": self._forward(model, batch).loss}
+
+    def eval_sums(self, model, batch):
+        out = self._forward(model, batch)
+        targets = batch["labels"][:, 1:]
+        targets = targets[targets != IGNORE_INDEX]
+        n = targets.numel()
+        return {"ltr_loss": (out.loss.item() * n, n), "ltr_accuracy": ((out.logits.argmax(-1) == targets).sum().item(), n)}
