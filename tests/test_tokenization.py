@@ -11,7 +11,6 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
-from bertforge.data.fetch import fetch
 from bertforge.tokenization import BertTokenizer, load_vocab, truncate_seq_pair_lengths
 
 TEXTS = [
@@ -43,12 +42,6 @@ TEXTS = [
     "line1\nline2\r\nline3",
     "unbelievably antidisestablishmentarianism",
 ]
-
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    """The real uncased bert-base vocab (30,522 entries) with its transformers files."""
-    return Path(fetch("minilm"))
 
 
 @pytest.fixture(scope="module")

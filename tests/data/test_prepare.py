@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bertforge.data.prepare import PrepareSettings, prepare, special_ids
+from bertforge.data.prepare import PrepareSettings, prepare, read_meta, special_ids
 from bertforge.data.pretraining_data import InstanceStore, PretrainingBatches
 from bertforge.objectives import MaskedLMWithNSP, MaskingSettings
 from bertforge.tokenization import BertTokenizer
@@ -109,8 +109,16 @@ def test_bad_corpora_are_clear_errors(tmp_path, corpus):
                 progress=False, workers=1)
     meta = prepare([one_sentence_docs], tok_dir, tmp_path / "out", PrepareSettings(max_seq_length=16, nsp=False),
                    progress=False, workers=1)
-    assert meta["instances"]["train"] >= 1
-    assert not (tmp_path / "out").exists() or (tmp_path / "out" / "meta.json").exists()
+    # without NSP the three one-sentence documents are packed: [CLS] + 11 pieces + a [SEP] after each = 15 <= 16
+    assert meta["instances"] == {"train": 1, "eval": 0}
+    assert read_meta(tmp_path / "out") == meta
+    row = InstanceStore(tmp_path / "out").rows(np.array([0]))
+    n = int(row["lengths"][0])
+    tokens = BertTokenizer.from_pretrained(tok_dir).convert_ids_to_tokens([int(t) for t in row["tokens"][0][:n]])
+    assert n == 15 and tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and tokens.count("[SEP]") == 3
+    assert sorted(t for t in tokens if t not in ("[CLS]", "[SEP]")) == sorted("a cat sees a dog the dog runs a red "
+                                                                           "tree".split())
+    assert int(row["b_start"][0]) == n and not row["is_random_next"][0]  # one segment, never a random B
 
 
 def test_cli_data_prepare(corpus, tmp_path, capsys):
@@ -118,9 +126,14 @@ def test_cli_data_prepare(corpus, tmp_path, capsys):
 
     path, tok_dir = corpus
     main(["data", "prepare", "--corpus", str(path), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "p"),
-          "--seq-len", "32", "--workers", "1"])
-    assert "training and" in capsys.readouterr().out
-    assert len(InstanceStore(tmp_path / "p")) > 0
+          "--seq-len", "32", "--workers", "1", "--eval-fraction", "0.2"])
+    out = capsys.readouterr().out
+    meta = read_meta(tmp_path / "p")
+    train, held_out = len(InstanceStore(tmp_path / "p")), len(InstanceStore(tmp_path / "p", "eval"))
+    assert (train, held_out) == (meta["instances"]["train"], meta["instances"]["eval"])
+    assert held_out > 0 and meta["settings"]["max_seq_length"] == 32 and meta["settings"]["eval_fraction"] == 0.2
+    assert f"-> {train:,} training and {held_out:,} held-out instances in {tmp_path / 'p'}" in out
+    assert f"{meta['corpus']['documents']:,} documents" in out
 
 
 def test_preparation_workers_start_without_torch():

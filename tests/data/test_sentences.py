@@ -88,11 +88,6 @@ def test_real_text_invariants(lee_text):
 
 
 @pytest.fixture(scope="module")
-def lee_text():
-    from bertforge.data.fetch import FetchError, fetch
-
-    try:
-        path = fetch("gensim-data", quiet=True) / "lee_background.cor"
-    except FetchError as e:
-        pytest.skip(f"gensim-data not available: {e}")
+def lee_text(fetched):
+    path = fetched("gensim-data") / "lee_background.cor"
     return path.read_text(encoding="utf-8")

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from bertforge.data.fetch import FetchError, fetch
 from bertforge.data.squad import (QAExample, Span, best_spans, choose_answer, exact_match_score,
                                   f1_score, normalize_answer, null_score, read_squad,
                                   squad_evaluate)
@@ -48,19 +47,42 @@ def test_read_missing_field_is_named(tmp_path):
         read_squad(path)
 
 
-def test_read_real_fixture():
-    try:
-        path = fetch("allennlp-fixtures", quiet=True) / "squad.json"
-    except FetchError as e:
-        pytest.skip(f"cannot fetch allennlp-fixtures: {e}")
+def test_read_real_fixture_and_score_known_predictions(fetched):
+    path = fetched("allennlp-fixtures") / "squad.json"
     examples, skipped = read_squad(path)
     assert (len(examples), skipped) == (5, 0)
     first = examples[0]
     assert first.id == "5733be284776f41900661182"
     assert first.answers == [{"text": "Saint Bernadette Soubirous", "answer_start": 515}]
     assert not any(e.is_impossible for e in examples)
-    perfect = {e.id: e.answers[0]["text"] for e in examples}
-    assert squad_evaluate(examples, perfect)["exact_match"] == 100.0
+    assert [len(e.answers) for e in examples] == [1, 3, 1, 1, 1]
+    predictions = {
+        # gold "Saint Bernadette Soubirous": EM 0; P 2/2, R 2/3 -> F1 4/5
+        "5733be284776f41900661182": "Bernadette Soubirous",
+        # gold "a golden statue of the Virgin Mary" (and the whole paragraph): equal once normalised
+        "5733be284776f4190066117e": "The Golden Statue of the Virgin Mary.",
+        # gold "1882": EM 0; P 1/2, R 1 -> F1 2/3
+        "5733b1da4776f41900661068": "in 1882",
+        # gold "Father Julius Nieuwl": overlap {julius}: P 1/2, R 1/3 -> F1 2/5
+        "5733b1da4776f4190066106b": "Julius Nieuwland",
+        # gold "an early wind tunnel": no answer given -> 0, 0
+        "5733b1da4776f41900661067": "",
+    }
+    out = squad_evaluate(examples, predictions)
+    assert out["total"] == 5 and "NoAns_total" not in out
+    assert out["exact_match"] == pytest.approx(100 * 1 / 5)
+    assert out["f1"] == pytest.approx(100 * (4 / 5 + 1 + 2 / 3 + 2 / 5 + 0) / 5)  # 57.33
+
+    # the same questions plus two unanswerable ones (v2.0): "" is right for them, any text is wrong
+    context = examples[2].context
+    v2 = examples + [QAExample("na1", "Who built the moon?", context, [], True),
+                     QAExample("na2", "Who built the sun?", context, [], True)]
+    out = squad_evaluate(v2, {**predictions, "na1": "", "na2": "Notre Dame"})
+    assert (out["total"], out["HasAns_total"], out["NoAns_total"]) == (7, 5, 2)
+    assert (out["NoAns_exact"], out["NoAns_f1"]) == (50.0, 50.0)
+    assert out["HasAns_f1"] == pytest.approx(100 * (4 / 5 + 1 + 2 / 3 + 2 / 5) / 5)
+    assert out["exact_match"] == pytest.approx(100 * 2 / 7)
+    assert out["f1"] == pytest.approx(100 * (4 / 5 + 1 + 2 / 3 + 2 / 5 + 1) / 7)
 
 
 # --------------------------------------------------------------------------------------------

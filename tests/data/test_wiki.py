@@ -86,14 +86,9 @@ def test_iter_wiki_articles_skips_redirects_namespaces_and_empty_pages():
 
 
 @pytest.fixture(scope="module")
-def enwiki_articles():
+def enwiki_articles(fetched):
     """The gensim English Wikipedia sample, parsed once for the module (a few seconds)."""
-    from bertforge.data.fetch import FetchError, fetch
-
-    try:
-        path = fetch("gensim-data", quiet=True) / "enwiki-sample.xml.bz2"
-    except FetchError as e:
-        pytest.skip(f"gensim-data not available: {e}")
+    path = fetched("gensim-data") / "enwiki-sample.xml.bz2"
     with bz2.open(path) as f:
         return [(title, split_sentences(text)) for title, text in iter_wiki_articles(f)]
 

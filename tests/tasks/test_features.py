@@ -14,7 +14,6 @@ from bertforge.tasks.classify import encode_text
 from bertforge.tasks.features import EncodedTexts, Feature, collate
 from bertforge.tasks.qa import QAWindow, answer_token_span, decode_qa, encode_qa
 from bertforge.tasks.tag import TagWindow, encode_tagged, stitch_tags
-from bertforge.data.fetch import fetch
 from bertforge.data.examples import QAExample
 from bertforge.data.squad import read_squad
 from bertforge.data.examples import ChoiceExample, TaggedSentence, TextExample
@@ -28,8 +27,8 @@ def tok(minilm_dir) -> BertTokenizer:
 
 
 @pytest.fixture(scope="module")
-def fixtures():
-    return fetch("allennlp-fixtures", quiet=True)
+def fixtures(fetched):
+    return fetched("allennlp-fixtures")
 
 
 @pytest.fixture(scope="module")

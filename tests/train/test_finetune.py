@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from bertforge.cli import main as cli
 from bertforge.config import BertConfig
-from bertforge.data.fetch import fetch
 from bertforge.model import BertForPreTraining
 from bertforge.tasks import DataOptions
 from bertforge.inference import Predictor
@@ -29,11 +28,11 @@ def sentence(rng, extra):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, fetched):
     """A 'pre-trained' model: random weights (4 layers, H=64), a vocabulary of the synthetic words."""
     d = tmp_path_factory.mktemp("model")
     text = " ".join(POSITIVE + NEGATIVE + FILLER + NAMES + ["lives", "in", "Paris", "London", "."] * 5)
-    tok = train_vocab([text] * 20 + [(fetch("allennlp-fixtures") / "squad.json").read_text()], 400,
+    tok = train_vocab([text] * 20 + [(fetched("allennlp-fixtures") / "squad.json").read_text()], 400,
                       min_frequency=1)
     tok.save_pretrained(d)
     torch.manual_seed(0)
@@ -92,14 +91,23 @@ def test_classification_learns_and_round_trips_through_evaluate_and_predict(mode
 def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys):
     train, dev = sentiment
     cli(["finetune", "--task", "classify", "--model", str(model_dir), "--train", str(train), "--dev", str(dev),
-         "--out", str(tmp_path), "--epochs", "1", "--lr", "2e-3", "--no-progress"])
-    assert "accuracy" in capsys.readouterr().out
-    cli(["evaluate", "--model", str(tmp_path / "model"), "--data", str(dev), "--output", str(tmp_path / "m.json")])
-    assert json.loads((tmp_path / "m.json").read_text())["examples"] == 60
+         "--out", str(tmp_path / "run"), "--epochs", "1", "--lr", "2e-3", "--no-progress"])
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["split"] == "dev" and results["seeds"] == [1]
+    assert f"dev (1 seed(s)): accuracy {results['accuracy']:.4f} ± 0.0000" in printed
+    cli(["evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(dev), "--output",
+         str(tmp_path / "m.json")])
+    evaluated = json.loads((tmp_path / "m.json").read_text())
+    assert evaluated["examples"] == 60
+    assert json.loads(capsys.readouterr().out) == evaluated  # printed and written alike
+    assert evaluated["accuracy"] == pytest.approx(results["accuracy"])  # the run scored the same dev file
     (tmp_path / "in.txt").write_text("good\nbad\nfine\n")
-    cli(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt"),
+    cli(["predict", "--model", str(tmp_path / "run" / "model"), "--input", str(tmp_path / "in.txt"),
          "--output", str(tmp_path / "p.jsonl")])
-    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
+    assert capsys.readouterr().out.strip() == f"wrote 3 predictions to {tmp_path / 'p.jsonl'}"
+    predictions = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3 and all(p["label"] in ("neg", "pos") and 0.5 <= p["score"] <= 1 for p in predictions)
 
 
 def test_regression(model_dir, tmp_path):
@@ -132,32 +140,50 @@ def test_tagging_and_frozen_feature_based_variant(model_dir, tmp_path):
     assert frozen["f1"] > 0.5
     before = BertForPreTraining.from_pretrained(model_dir).bert.encoder.layer[3].output.dense.weight
     state = load_file(tmp_path / "frozen" / "model" / "model.safetensors")
-    assert torch.equal(state["bert.encoder.layer.3.output.dense.weight"], before)  # the encoder never moved
-    assert state["classifier.weight"].shape == (3, 4 * 64)  # concat of the last four layers
+    [encoder_key] = [k for k in state if k.endswith("bert.encoder.layer.3.output.dense.weight")]
+    assert torch.equal(state[encoder_key], before)  # the encoder never moved
+    [head_key] = [k for k in state if k == "classifier.weight" or k.endswith(".classifier.weight")]
+    assert state[head_key].shape == (3, 4 * 64)  # concat of the last four layers
     (tmp_path / "in.txt").write_text("Carol lives in London .\n")
     Predictor.load(tmp_path / "full" / "model").predict_file(tmp_path / "in.txt", tmp_path / "p.jsonl", DataOptions())
     assert json.loads((tmp_path / "p.jsonl").read_text())["tags"] == ["B-PER", "O", "O", "B-LOC", "O"]
 
 
-def test_qa_and_multiple_choice_run_end_to_end(model_dir, tmp_path):
-    squad = fetch("allennlp-fixtures") / "squad.json"
-    summary = finetune(args(model_dir, squad, squad, tmp_path / "qa", task="qa", epochs=2,
-                            data=DataOptions(max_length=96, doc_stride=32)))
-    assert {"exact_match", "f1"} <= set(summary) and 0 <= summary["f1"] <= 100
-    evaluated = Predictor.load(tmp_path / "qa" / "model").evaluate(squad, DataOptions(max_length=96, doc_stride=32))
-    assert evaluated["total"] == 5
-    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Who lives in Paris?", "context": "Alice lives in Paris."}) + "\n")
+def test_qa_and_multiple_choice_run_end_to_end(model_dir, tmp_path, fetched):
+    squad = fetched("allennlp-fixtures") / "squad.json"
+    opts = DataOptions(max_length=96, doc_stride=32)
+    summary = finetune(args(model_dir, squad, squad, tmp_path / "qa", task="qa", epochs=2, data=opts))
+    assert summary["split"] == "dev" and summary["total"] == 5
+    evaluated = Predictor.load(tmp_path / "qa" / "model").evaluate(squad, opts)
+    # the saved model, reloaded, gives exactly the run's own dev figures
+    assert (evaluated["total"], evaluated["exact_match"], evaluated["f1"]) == (
+        5, pytest.approx(summary["exact_match"]), pytest.approx(summary["f1"]))
+    context = "Alice lives in Paris."
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Who lives in Paris?", "context": context}) + "\n")
     Predictor.load(tmp_path / "qa" / "model").predict_file(tmp_path / "q.jsonl", tmp_path / "a.jsonl", DataOptions())
     answer = json.loads((tmp_path / "a.jsonl").read_text())["answer"]
-    assert isinstance(answer, str) and answer in "Alice lives in Paris."
+    # a SQuAD v1.1 model always answers: a non-empty span of the context from a token's start to a token's end
+    starts, ends = {0, 6, 12, 15, 20}, {5, 11, 14, 20, 21}  # Alice lives in Paris .
+    assert any(context[i:j] == answer for i in starts for j in ends if j > i), answer
 
+    # the right ending is the sentiment word, at a random position: always answering 0 scores ~1/4
+    rng = random.Random(4)
     header = "video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label\n"
-    rows = "".join(f"v{i},{i},x,She felt,so she said,gold,{'good' if i % 2 else 'bad'},the,a,it,{0}\n"
-                   for i in range(40))
-    (tmp_path / "swag.csv").write_text(header + rows)
-    summary = finetune(args(model_dir, tmp_path / "swag.csv", tmp_path / "swag.csv", tmp_path / "mc",
-                            task="choice", epochs=2))
-    assert summary["accuracy"] > 0.9  # the answer is always the first ending
+
+    def swag(path, n, first_id):
+        rows = []
+        for i in range(first_id, first_id + n):
+            endings = rng.sample(["the", "a", "it", "this"], 3)
+            label = rng.randrange(4)
+            endings.insert(label, rng.choice(POSITIVE + NEGATIVE))
+            rows.append(f"v{i},{i},x,She felt,so she said,gold,{','.join(endings)},{label}\n")
+        path.write_text(header + "".join(rows))
+        return path
+
+    train, dev = swag(tmp_path / "train.csv", 80, 0), swag(tmp_path / "dev.csv", 30, 1000)
+    assert sum(line.endswith(",0") for line in dev.read_text().splitlines()) < 15
+    summary = finetune(args(model_dir, train, dev, tmp_path / "mc", task="choice", epochs=3))
+    assert summary["accuracy"] > 0.9  # on held-out questions
 
 
 def test_bad_input_is_a_clear_error(model_dir, sentiment, tmp_path):
@@ -183,7 +209,11 @@ def test_head_size_mismatch_needs_ignore_mismatched_sizes(model_dir, sentiment, 
     three = [{"text": sentence(rng, w), "label": lab} for w, lab in
              [(rng.choice(POSITIVE), "pos"), (rng.choice(NEGATIVE), "neg"), ("the", "neutral")] * 20]
     t3 = write_jsonl(tmp_path / "three.jsonl", three)
-    with pytest.raises(ValueError, match="classifier head has 2 labels and the model 3.*ignore_mismatched_sizes"):
+    with pytest.raises(ValueError, match="classifier head has 2 labels but the training data has 3.*--ignore-mismatched-sizes"):
         finetune(args(tmp_path / "two" / "model", t3, t3, tmp_path / "x", epochs=1))
+    assert not (tmp_path / "x" / "model").exists()
     with pytest.warns(UserWarning, match="classifier.weight"):
         finetune(args(tmp_path / "two" / "model", t3, t3, tmp_path / "y", epochs=1, ignore_mismatched_sizes=True))
+    config = json.loads((tmp_path / "y" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"}
+    assert load_file(tmp_path / "y" / "model" / "model.safetensors")["classifier.weight"].shape == (3, 64)
