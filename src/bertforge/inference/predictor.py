@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertforge.config import BertConfig
 from bertforge.data.batching import bucketed_batches
 from bertforge.data.readers import check_labels
-from bertforge.errors import ConfigError, require_dir
+from bertforge.errors import ConfigError, UsageError, require_dir
+from bertforge.export.layout import check_backend
 from bertforge.io.atomic import atomic_path
+from bertforge.model.families import model_type, read_config
+from bertforge.model.task_model import TASK_FILE, TaskModel
 from bertforge.tasks import TASKS, DataOptions, Task, get_task
 from bertforge.tasks.features import Feature, collate
 from bertforge.tokenization import BertTokenizer
@@ -34,11 +36,13 @@ def model_inputs(batch: dict[str, torch.Tensor], device: torch.device, with_targ
 @torch.no_grad()
 def run_model(model, task: Task, feats: list[Feature], batch_size: int, pad_id: int, device: torch.device
               ) -> list[np.ndarray]:
-    """The task outputs of every feature, in order; batches sorted by length to avoid padding."""
+    """The task outputs of every feature, in order; batches sorted by length to avoid padding.
+
+    ``model``: a torch head, or an ``OnnxModel`` (``inference/onnx.py``), which is called the same way."""
     was_training = model.training
     model.eval()
     results: list[np.ndarray | None] = [None] * len(feats)
-    for batch_idx in bucketed_batches([f.length for f in feats], batch_size, shuffle=False):
+    for batch_idx in _batches(feats, batch_size):
         batch = collate([feats[i] for i in batch_idx], pad_id)
         values = task.outputs(model(**model_inputs(batch, device))).float().cpu().numpy()
         for row, i in enumerate(batch_idx):
@@ -48,21 +52,40 @@ def run_model(model, task: Task, feats: list[Feature], batch_size: int, pad_id: 
     return results
 
 
+def _batches(feats: list[Feature], batch_size: int) -> list[list[int]]:
+    """Longest-first batches of features with the same number of rows (choices), so each collates."""
+    groups: dict[int, list[int]] = {}
+    for i, f in enumerate(feats):
+        rows = len(f.input_ids) if f.input_ids and isinstance(f.input_ids[0], list) else 0
+        groups.setdefault(rows, []).append(i)
+    return [[members[j] for j in batch] for members in groups.values()
+            for batch in bucketed_batches([feats[i].length for i in members], batch_size, shuffle=False)]
+
+
 def predict_examples(model, task: Task, tokenizer: BertTokenizer, examples: list, opts: DataOptions,
                      batch_size: int, device: torch.device) -> tuple[list, list[np.ndarray]]:
     """(per-example predictions, raw outputs per feature) of a model on examples."""
-    settings = model.config.extra
+    settings = getattr(model, "settings", None) or model.config.extra
     feats = task.encode(tokenizer, examples, getattr(model, "label2id", None) if task.has_labels else None, opts)
     outputs = run_model(model, task, feats, batch_size, tokenizer.pad_token_id, device)
     return task.decode(examples, feats, outputs, settings, opts), outputs
 
 
-def task_of(config: BertConfig, source: str | Path) -> Task:
+def check_max_length(opts: DataOptions, config) -> None:
+    """Refuse inputs longer than the model has positions for (XLNet and ELMo have no position table)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and opts.max_length > positions:
+        raise UsageError(f"{opts.max_length} exceeds the model's {config.max_position_embeddings} positions "
+                         "(max_position_embeddings)", flag="--max-length")
+
+
+def task_of(config, source: str | Path) -> Task:
     """The task a model directory was fine-tuned for, from its config.json."""
     name = config.extra.get("bertforge_task")
     architecture = (config.extra.get("architectures") or [""])[0]
     if name is None:  # a checkpoint fine-tuned elsewhere: infer the task from its head
-        by_head = {t.head.__name__: t.name for t in TASKS.values() if t.name != "regress"}
+        by_head = {t.head_class(family).__name__: t.name for t in TASKS.values() if t.name != "regress"
+                   for family in ("bert", "xlnet")}
         name = by_head.get(architecture)
         if name == "classify" and config.extra.get("problem_type") == "regression":
             name = "regress"
@@ -81,14 +104,33 @@ class Predictor:
         self.device = device or next(model.parameters()).device
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", backend: str = "torch") -> "Predictor":
+        """``backend``: ``torch`` (the weights), or ``onnx`` / ``onnx-int8`` (the graphs `bertforge export
+        onnx` wrote into ``path`` or ``path/onnx``, run by ONNX Runtime on the CPU)."""
+        if check_backend(backend) != "torch":
+            return cls._load_onnx(path, device, backend)
         path = require_dir(path, flag="--model", what="model directory")
-        config = BertConfig.from_json_file(path / "config.json")
-        task = task_of(config, path)
-        architecture = (config.extra.get("architectures") or [""])[0]
-        head = task.feature_head if task.feature_head and "FeatureBased" in architecture else task.head
-        model = head.from_pretrained(path).to(device)
-        return cls(task, model, BertTokenizer.from_pretrained(path), torch.device(device))
+        if (path / TASK_FILE).is_file():  # feature-based, +BiLSTM or ELMo
+            model = TaskModel.from_pretrained(path)
+            task = get_task(model.settings["bertforge_task"])
+        else:
+            config = read_config(path)
+            task = task_of(config, path)
+            architecture = (config.extra.get("architectures") or [""])[0]
+            head = task.feature_head if task.feature_head and "FeatureBased" in architecture else \
+                task.head_class(model_type(path))
+            model = head.from_pretrained(path)
+        return cls(task, model.to(device), BertTokenizer.from_pretrained(path), torch.device(device))
+
+    @classmethod
+    def _load_onnx(cls, path: str | Path, device: str | torch.device, backend: str) -> "Predictor":
+        from bertforge.inference.onnx import OnnxModel
+
+        if torch.device(device).type != "cpu":
+            raise UsageError(f"the {backend} backend runs on the CPU, got device {device}", flag="--backend")
+        model = OnnxModel.load(path, backend)
+        return cls(task_of(model.config, model.path), model, BertTokenizer.from_pretrained(model.path),
+                   torch.device("cpu"))
 
     @property
     def labels(self) -> list[str]:
@@ -97,6 +139,7 @@ class Predictor:
 
     def predict(self, examples: list, opts: DataOptions, batch_size: int = 128) -> tuple[list, list[np.ndarray]]:
         """(per-example predictions, raw outputs per feature)."""
+        check_max_length(opts, self.model.config)
         return predict_examples(self.model, self.task, self.tokenizer, examples, opts, batch_size, self.device)
 
     def evaluate(self, data: str | Path, opts: DataOptions, batch_size: int = 128) -> dict[str, Any]:

@@ -156,32 +156,55 @@ class BertForSequenceClassification(LabelledModel):
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
     def problem_type(self, labels: torch.Tensor) -> str:
-        """config's problem_type, else transformers' guess: one label -> regression, integer labels ->
-        single-label, float labels -> multi-label. (Unlike transformers, the config is not changed.)"""
-        problem = self.config.extra.get("problem_type")
-        if problem is not None:
-            return problem
-        if self.num_labels == 1:
-            return "regression"
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            return "multi_label_classification"
-        return "single_label_classification"
+        """config's problem_type, else transformers' guess (see ``problem_type``)."""
+        return problem_type(self.config.extra.get("problem_type"), self.num_labels, labels)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        B, n = logits.shape
-        problem = self.problem_type(labels)
-        of = f"{problem.replace('_', ' ')} with logits of shape {(B, n)}"
-        if problem == "regression":
-            check_shape("labels", labels, (B,) if n == 1 else (B, n), of)
-            return F.mse_loss(logits.view(labels.shape), labels.to(logits.dtype))
-        if problem == "single_label_classification":
-            check_shape("labels", labels, (B,), of)
-            check_class_ids("labels", labels, n)
-            return F.cross_entropy(logits, labels.long())
-        check_shape("labels", labels, (B, n), of)
-        if labels.numel() and (float(labels.min()) < 0 or float(labels.max()) > 1):
-            raise ValueError("multi-label classification labels must be in [0, 1] (one 0/1 column per label)")
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return sequence_loss(logits, labels, self.problem_type(labels))
+
+
+def problem_type(configured: str | None, num_labels: int, labels: torch.Tensor) -> str:
+    """The configured problem type, else transformers' guess: one label -> regression, integer labels ->
+    single-label, float labels -> multi-label. (Unlike transformers, the config is not changed.)"""
+    if configured is not None:
+        return configured
+    if num_labels == 1:
+        return "regression"
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        return "multi_label_classification"
+    return "single_label_classification"
+
+
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, problem: str) -> torch.Tensor:
+    """Loss of (B, n) logits: MSE (regression), cross-entropy (single label) or BCE (multi-label)."""
+    B, n = logits.shape
+    of = f"{problem.replace('_', ' ')} with logits of shape {(B, n)}"
+    if problem == "regression":
+        check_shape("labels", labels, (B,) if n == 1 else (B, n), of)
+        return F.mse_loss(logits.view(labels.shape), labels.to(logits.dtype))
+    if problem == "single_label_classification":
+        check_shape("labels", labels, (B,), of)
+        check_class_ids("labels", labels, n)
+        return F.cross_entropy(logits, labels.long())
+    check_shape("labels", labels, (B, n), of)
+    if labels.numel() and (float(labels.min()) < 0 or float(labels.max()) > 1):
+        raise ValueError("multi-label classification labels must be in [0, 1] (one 0/1 column per label)")
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (B, T, n) per-token logits against (B, T) class ids; IGNORE_INDEX adds nothing."""
+    shape = tuple(logits.shape[:2])
+    check_shape("labels", labels, shape, f"input_ids of shape {shape}")
+    check_class_ids("labels", labels, logits.shape[-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long())
+
+
+def choice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (B, C) choice scores against (B,) indices of the right choice."""
+    check_shape("labels", labels, tuple(logits.shape[:1]), f"logits of shape {tuple(logits.shape)}")
+    check_class_ids("labels", labels, logits.shape[1], what="choices")
+    return F.cross_entropy(logits, labels.long())
 
 
 class BertForMultipleChoice(BertPreTrainedModel):
@@ -211,11 +234,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
                 for t in (input_ids, token_type_ids, attention_mask)]
         out = self.bert(*flat, output_hidden_states, output_attentions)
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)  # (B, C)
-        loss = None
-        if labels is not None:
-            check_shape("labels", labels, (B,), f"logits of shape {(B, C)}")
-            check_class_ids("labels", labels, C, what="choices")
-            loss = F.cross_entropy(logits, labels.long())
+        loss = None if labels is None else choice_loss(logits, labels)
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -237,12 +256,7 @@ class BertForTokenClassification(LabelledModel):
         continuation pieces)."""
         out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
-        loss = None
-        if labels is not None:
-            shape = tuple(input_ids.shape)
-            check_shape("labels", labels, shape, f"input_ids of shape {shape}")
-            check_class_ids("labels", labels, self.num_labels)
-            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.reshape(-1).long())
+        loss = None if labels is None else token_loss(logits, labels)
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -267,17 +281,25 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
         start_logits, end_logits = logits[..., 0].contiguous(), logits[..., 1].contiguous()  # (B, T) each
-        loss = None
-        if (start_positions is None) != (end_positions is None):
-            raise ValueError("give both start_positions and end_positions for a loss, or neither")
-        if start_positions is not None:
-            B, T = start_logits.shape
-            for name, positions in (("start_positions", start_positions), ("end_positions", end_positions)):
-                check_shape(name, positions, (B,), f"input_ids of shape {(B, T)}")
-                if positions.dtype.is_floating_point or positions.dtype == torch.bool:
-                    raise ValueError(f"{name} must hold integer token indices, got dtype {positions.dtype}")
-            start = start_positions.long().clamp(0, T)
-            end = end_positions.long().clamp(0, T)
-            loss = (F.cross_entropy(start_logits, start, ignore_index=T)
-                    + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
+        loss = span_loss(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+
+
+def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor | None,
+              end_positions: torch.Tensor | None) -> torch.Tensor | None:
+    """Extractive QA's loss: (CE(start) + CE(end)) / 2 over (B, T) logits, or None without positions.
+
+    As in transformers, positions are clamped to [0, T] and T is ignored: an answer cut off by the
+    window (position >= T) adds no loss, a negative one counts as position 0 ([CLS], no answer).
+    """
+    if (start_positions is None) != (end_positions is None):
+        raise ValueError("give both start_positions and end_positions for a loss, or neither")
+    if start_positions is None:
+        return None
+    B, T = start_logits.shape
+    for name, positions in (("start_positions", start_positions), ("end_positions", end_positions)):
+        check_shape(name, positions, (B,), f"input_ids of shape {(B, T)}")
+        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer token indices, got dtype {positions.dtype}")
+    start, end = start_positions.long().clamp(0, T), end_positions.long().clamp(0, T)
+    return (F.cross_entropy(start_logits, start, ignore_index=T) + F.cross_entropy(end_logits, end, ignore_index=T)) / 2

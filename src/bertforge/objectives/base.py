@@ -40,6 +40,10 @@ class Objective:
 
         return cls(special_ids(tokenizer), args.seed, **fields)
 
+    @classmethod
+    def adapt_config(cls, config) -> None:
+        """Set what the objective needs in a model config (before data is prepared: resume checks see it)."""
+
     def model_class(self) -> type:
         """The model this objective trains (with its heads); ``from_pretrained`` continues a checkpoint."""
         raise NotImplementedError

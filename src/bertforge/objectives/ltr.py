@@ -22,9 +22,9 @@ class LeftToRight(Objective):
 
         return BertLMHeadModel
 
-    def build_model(self, config) -> nn.Module:
+    @classmethod
+    def adapt_config(cls, config) -> None:
         config.is_decoder = True
-        return self.model_class()(config)
 
     def load_model(self, path) -> nn.Module:
         """A bidirectional checkpoint continues as a left-to-right one (its attention becomes causal)."""

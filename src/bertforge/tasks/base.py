@@ -22,11 +22,27 @@ class Task:
     """Defaults shared by the families; each family's module fills in what differs."""
 
     name: str
-    head: type  # the model class fine-tuned for it
+    heads: dict[str, str]  # model family -> the name of its head class for this task (see ``head_class``)
     feature_head: type | None = None  # the frozen-encoder (feature-based) variant, where there is one
     selection_metric: str  # the dev metric that picks the best epoch and seed
     has_labels = True  # a label vocabulary (id2label) is learned from the training data
     input_fields: tuple[str, ...] = ("text",)  # the JSON fields of one prediction input
+
+    @property
+    def head(self) -> type:
+        """The BERT head class of this task."""
+        return self.head_class("bert")
+
+    def head_class(self, family: str) -> type:
+        """The head class for a model family ("bert", "xlnet"); ELMo and the feature-based / +BiLSTM
+        variants of every family use ``model.task_model.TaskModel`` instead."""
+        if family == "xlnet":
+            from bertforge.model import xlnet
+
+            return getattr(xlnet, self.heads["xlnet"])
+        from bertforge import model
+
+        return getattr(model, self.heads["bert"])
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from bertforge import metrics
 from bertforge.data import readers
 from bertforge.data.examples import ChoiceExample
 from bertforge.errors import DataFormatError
-from bertforge.model import BertForMultipleChoice
 from bertforge.tasks.base import Task
 from bertforge.tasks.features import EncodedTexts, Feature, check_max_length, pack, truncated_lengths
 from bertforge.tokenization import BertTokenizer
@@ -47,7 +46,8 @@ def encode_choices(tokenizer: BertTokenizer, examples: Sequence[ChoiceExample], 
 
 
 class ChoiceTask(Task):
-    name, head, selection_metric, has_labels = "choice", BertForMultipleChoice, "accuracy", False
+    name, selection_metric, has_labels = "choice", "accuracy", False
+    heads = {"bert": "BertForMultipleChoice", "xlnet": "XLNetForMultipleChoice"}
     input_fields = ("context", "endings")
 
     def read(self, path, opts):

@@ -14,7 +14,6 @@ from bertforge import metrics
 from bertforge.data import readers
 from bertforge.data.examples import TextExample
 from bertforge.errors import DataFormatError
-from bertforge.model import BertForSequenceClassification
 from bertforge.model.feature_based import BertFeatureBasedSequenceClassification
 from bertforge.tasks.base import Task, id2label
 from bertforge.tasks.features import EncodedTexts, Feature, check_max_length, pack, truncated_lengths
@@ -89,8 +88,8 @@ def encode_text(tokenizer: BertTokenizer, examples: Sequence[TextExample], label
 
 
 class ClassifyTask(Task):
-    name, head, feature_head, selection_metric = ("classify", BertForSequenceClassification,
-                                                  BertFeatureBasedSequenceClassification, "accuracy")
+    name, feature_head, selection_metric = "classify", BertFeatureBasedSequenceClassification, "accuracy"
+    heads = {"bert": "BertForSequenceClassification", "xlnet": "XLNetForSequenceClassification"}
     input_fields = ("text", "text_pair")
 
     def read(self, path, opts):

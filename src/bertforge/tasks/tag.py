@@ -19,7 +19,6 @@ from bertforge.data.peoples_daily import TOKEN as PD_TOKEN
 from bertforge.data.peoples_daily import read_peoples_daily
 from bertforge.errors import DataFormatError
 from bertforge.io.jsonl import read_jsonl
-from bertforge.model import BertForTokenClassification
 from bertforge.model.feature_based import BertFeatureBasedTokenClassification
 from bertforge.tasks.base import Task, id2label
 from bertforge.tasks.features import Feature, check_max_length, max_context
@@ -216,8 +215,8 @@ def read_tagged_jsonl(path: str | Path, encoding: str = "utf-8") -> list[TaggedS
 
 
 class TagTask(Task):
-    name, head, feature_head, selection_metric = ("tag", BertForTokenClassification,
-                                                  BertFeatureBasedTokenClassification, "f1")
+    name, feature_head, selection_metric = "tag", BertFeatureBasedTokenClassification, "f1"
+    heads = {"bert": "BertForTokenClassification", "xlnet": "XLNetForTokenClassification"}
     input_fields = ("words",)
 
     def read(self, path, opts):

@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from bertforge.data.batching import bucketed_batches
 from bertforge.data.readers import check_labels
-from bertforge.config import BertConfig
 from bertforge.errors import CheckpointError, UsageError, require_file
 from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
 from bertforge.io.atomic import atomic_write_text
+from bertforge.model.families import model_type, read_config
+from bertforge.model.task_model import TaskModel
 from bertforge.tasks import Task, get_task
 from bertforge.tasks.features import collate
 from bertforge.tokenization import BertTokenizer
@@ -39,21 +40,26 @@ __all__ = ["FinetuneArgs", "finetune", "load_model", "FinetuneRecipe"]
 
 
 def load_model(task: Task, path: str | Path, labels: list[str], train_examples: list | None = None, *,
-               feature_based: bool = False, features: str = "concat-last-4", ignore_mismatched_sizes: bool = False,
-               dropout: float | None = None):
-    """The task's head on the checkpoint at ``path``, with the task's settings (label names...) in its config."""
-    overrides: dict = {"bertforge_task": task.name, **task.model_settings(labels, train_examples or [])}
+               feature_based: bool = False, features: str = "concat-last-4", bilstm: bool = False,
+               ignore_mismatched_sizes: bool = False, dropout: float | None = None):
+    """The task's model on the pre-trained model at ``path``, with the task's settings (labels...).
+
+    BERT and XLNet get their transformers-named heads; ELMo (always frozen, with a BiLSTM task model, the
+    paper's ELMo baseline), ``--freeze-encoder`` and ``--head-bilstm`` get ``TaskModel``."""
+    family = model_type(path)
+    settings: dict = {"bertforge_task": task.name, **task.model_settings(labels, train_examples or [])}
+    if family == "elmo" or feature_based or bilstm:
+        settings.pop("num_labels", None)
+        settings.update(features=features if feature_based else "last", frozen=feature_based or family == "elmo",
+                        bilstm=bilstm or family == "elmo", dropout=0.1 if dropout is None else dropout,
+                        encoder_dropout=dropout)
+        return TaskModel.for_task(path, settings)
     if dropout is not None:
-        overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    head = task.head
-    if feature_based:
-        if task.feature_head is None:
-            raise UsageError(f"feature-based use is for classify and tag, not {task.name}", flag="--freeze-encoder")
-        head = task.feature_head
-        overrides["bertforge_features"] = features
-    kwargs = {"ignore_mismatched_sizes": ignore_mismatched_sizes} if "num_labels" in overrides else {}
+        names = ("dropout",) if family == "xlnet" else ("hidden_dropout_prob", "attention_probs_dropout_prob")
+        settings.update({name: dropout for name in names})
+    kwargs = {"ignore_mismatched_sizes": ignore_mismatched_sizes} if "num_labels" in settings else {}
     try:
-        return head.from_pretrained(path, **kwargs, **overrides)
+        return task.head_class(family).from_pretrained(path, **kwargs, **settings)
     except CheckpointError as e:
         if "classifier.weight" not in e.mismatched:
             raise
@@ -90,7 +96,7 @@ class FinetuneRecipe:
         for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
             if path is not None:
                 require_file(path, flag=flag, what="data file")
-        check_max_length(opts, BertConfig.from_json_file(Path(args.model) / "config.json"))
+        check_max_length(opts, read_config(args.model))
         self.tokenizer = BertTokenizer.from_pretrained(args.model)
         self.train_examples = task.read(args.train, opts)[:args.max_train_examples]
         self.dev_examples = task.read(args.dev, opts)
@@ -126,8 +132,8 @@ class FinetuneRecipe:
         args, rt, task = self.args, self.rt, self.task
         torch.manual_seed(seed)
         model = load_model(task, args.model, self.labels, self.train_examples, feature_based=args.freeze_encoder,
-                           features=args.features, ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-                           dropout=args.dropout).to(rt.device)
+                           features=args.features, bilstm=args.head_bilstm,
+                           ignore_mismatched_sizes=args.ignore_mismatched_sizes, dropout=args.dropout).to(rt.device)
         if rt.main and self.log is None:  # the data and the model fit: start writing
             self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=-1)
             print(f"{task.name}: {len(self.train_examples):,} training examples ({len(self.train_feats):,} inputs), "

@@ -143,6 +143,7 @@ class PretrainRecipe:
             for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
                 if hasattr(config, name):
                     setattr(config, name, args.dropout)
+        OBJECTIVES[args.objective].adapt_config(config)
         positions = getattr(config, "max_position_embeddings", None)  # XLNet and ELMo have no position table
         if positions is not None and positions < args.seq_len:
             raise UsageError(f"{args.seq_len} exceeds the model's max_position_embeddings ({positions})",

@@ -17,7 +17,6 @@ OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILY)
 ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm"}
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
 FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.feature_based.FEATURES
-FEATURE_TASKS = ("classify", "tag")  # tasks with a frozen-encoder head (Task.feature_head)
 OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
 SCHEDULES = ("linear", "cosine", "constant")  # bertforge.train.schedule
 AMP = ("auto", "bf16", "fp16", "off")
@@ -133,7 +132,11 @@ class FinetuneArgs(RunSettings):
     dropout: float | None = option(None, "override dropout (default: the checkpoint's, 0.1)", min=0, below=1)
     seeds: list[int] = option([1], "one run per seed; mean ± std reported", min=0)
     max_train_examples: int | None = option(None, "use only the first N training examples", min=1)
-    freeze_encoder: bool = option(False, "feature-based: train only the task layer on frozen encoder outputs")
+    freeze_encoder: bool = option(False, "feature-based: train only the task layer on frozen encoder outputs "
+                                  "(ELMo models are always used this way)")
+    head_bilstm: bool = option(False, "a randomly initialised 2-layer BiLSTM between the encoder and the task layer "
+                               "(the paper's +BiLSTM; with --freeze-encoder --features concat-last-4, its best "
+                               "feature-based NER; ELMo models always have it)")
     features: str = option("concat-last-4", "with --freeze-encoder: which layer outputs feed the task layer",
                            choices=FEATURES)
     ignore_mismatched_sizes: bool = option(False, "re-initialise a checkpoint head whose number of labels differs")
@@ -145,6 +148,5 @@ class FinetuneArgs(RunSettings):
                             ("--out", self.out)):
             if not value:
                 raise UsageError("a value is required", flag=flag)
-        if self.freeze_encoder and self.task not in FEATURE_TASKS:
-            raise UsageError(f"feature-based use is for {' and '.join(FEATURE_TASKS)}, not {self.task}",
-                             flag="--freeze-encoder")
+        if self.features != "concat-last-4" and not self.freeze_encoder:
+            raise UsageError("chooses the layers of a frozen encoder", flag="--features", hint="add --freeze-encoder")

@@ -12,7 +12,7 @@ from torch import nn
 
 from bertforge.model.elmo.bilm import ElmoBiLM
 from bertforge.model.elmo.chars import add_sentence_boundaries, batch_to_char_ids, remove_sentence_boundaries
-from bertforge.model.feature_based import ScalarMix
+from bertforge.model.scalar_mix import ScalarMix
 
 
 class ElmoFeatures(nn.Module):

@@ -23,7 +23,7 @@ from bertforge.model.elmo.bilm import ElmoBiLM, load_exactly, read_pretrained
 from bertforge.model.elmo.chars import BOS_TOKEN, EOS_TOKEN, word_to_char_ids
 from bertforge.model.elmo.config import ElmoConfig
 from bertforge.model.elmo.lm import ElmoLanguageModel, ElmoLMOutput
-from bertforge.model.feature_based import ScalarMix
+from bertforge.model.scalar_mix import ScalarMix
 from bertforge.tokenization import load_vocab
 
 MARKERS = {"[CLS]": BOS_TOKEN, "[SEP]": EOS_TOKEN}
@@ -38,7 +38,8 @@ def piece_char_table(pieces: list[str], max_chars: int, pad: str = "[PAD]") -> t
     return table
 
 
-def _pieces(directory: Path) -> list[str]:
+def vocabulary(directory: Path) -> list[str]:
+    """The pieces of a model directory's vocab.txt, by id."""
     vocab = load_vocab(directory / "vocab.txt")
     return sorted(vocab, key=vocab.__getitem__)
 
@@ -62,7 +63,7 @@ class ElmoPieceLM(ElmoLanguageModel):
     def from_pretrained(cls, directory: str | os.PathLike) -> "ElmoPieceLM":
         directory = Path(directory)
         config, state = read_pretrained(directory)
-        model = cls(config, _pieces(directory))
+        model = cls(config, vocabulary(directory))
         load_exactly(model, state, directory)
         return model
 
@@ -95,4 +96,4 @@ class ElmoPieceFeatures(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike) -> "ElmoPieceFeatures":
         """The biLM of a pre-trained ELMo directory (its softmax, if any, is left out)."""
         directory = Path(directory)
-        return cls(ElmoBiLM.from_pretrained(directory), _pieces(directory))
+        return cls(ElmoBiLM.from_pretrained(directory), vocabulary(directory))

@@ -1,0 +1,229 @@
+"""A task layer on any encoder's per-token features, for the set-ups transformers has no class for:
+
+- feature-based BERT (the paper §5.3): a frozen encoder's ``last`` layer, its ``concat-last-4`` or an
+  ELMo-style ``scalar-mix`` of all layers;
+- ELMo (frozen biLM under a scalar mix), the paper's ELMo baseline;
+- ``+BiLSTM`` (the paper's ablation, and its best feature-based NER): a randomly initialised 2-layer
+  BiLSTM between the encoder (fine-tuned or frozen) and the task layer.
+
+Per-token tasks (tagging, QA) read every position; sequence tasks (classify, regress, choice) read the
+BiLSTM's final states (forward at the last token, backward at the first) when there is one, else the
+first position ([CLS]), or the last real token for a left-to-right encoder. A model directory holds the
+encoder's config.json, ``task.json`` (this head's settings and labels) and one model.safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from bertforge.errors import ConfigError, UsageError
+from bertforge.io.atomic import atomic_write_text
+from bertforge.io.weights import read_state_dict, save_state_dict
+from bertforge.model.bert import BertModel, sentence_vector
+from bertforge.model.heads import choice_loss, problem_type, sequence_loss, span_loss, token_loss
+from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput, SequenceClassifierOutput,
+                                     TokenClassifierOutput)
+from bertforge.model.scalar_mix import ScalarMix
+
+TASK_FILE = "task.json"
+FEATURES = ("last", "concat-last-4", "scalar-mix")
+KINDS = {"classify": "sequence", "regress": "sequence", "choice": "choice", "tag": "token", "qa": "span"}
+
+
+class BiLSTM(nn.Module):
+    """2 bidirectional LSTM layers, ``hidden // 2`` per direction: (B, T, D) -> (B, T, hidden) per token and
+    (B, hidden) per sequence (the forward state at the last token, the backward one at the first)."""
+
+    def __init__(self, input_dim: int, hidden: int):
+        super().__init__()
+        self.lstm = nn.LSTM(input_dim, hidden // 2, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = mask.long().sum(1).clamp(min=1).cpu()  # packing: padding never reaches a real position
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.lstm(packed)
+        seq, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return seq, torch.cat([h[-2], h[-1]], dim=-1)
+
+
+class BertFeatures(nn.Module):
+    """BertModel as a source of per-token features: fine-tuned (``last`` layer), or frozen, without dropout
+    and gradients, giving its ``last`` layer, ``concat-last-4`` or a learned ``scalar-mix`` of all layers."""
+
+    def __init__(self, bert: BertModel, features: str = "last", frozen: bool = False):
+        super().__init__()
+        config = bert.config
+        if features not in FEATURES:
+            raise UsageError(f"unknown features {features!r}", flag="--features", hint=f"use {', '.join(FEATURES)}")
+        if features != "last" and not frozen:
+            raise UsageError(f"{features} is for a frozen encoder", flag="--features", hint="add --freeze-encoder")
+        if features == "concat-last-4" and config.num_hidden_layers < 4:
+            raise UsageError(f"concat-last-4 needs 4 layers, the model has {config.num_hidden_layers}",
+                             flag="--features")
+        self.config, self.features, self.frozen = config, features, frozen
+        self.bert = bert
+        self.bert.pooler = None  # the task layer reads token features, never the pooler
+        self.mix = ScalarMix(config.num_hidden_layers + 1) if features == "scalar-mix" else None
+        self.hidden_size = config.hidden_size
+        self.output_dim = config.hidden_size * (4 if features == "concat-last-4" else 1)
+        if frozen:
+            self.bert.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "BertFeatures":
+        super().train(mode)
+        if self.frozen:
+            self.bert.eval()  # frozen features are computed without dropout, as ELMo's are
+        return self
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states=self.features != "last")
+        if self.features == "last":
+            return out.last_hidden_state
+        if self.features == "concat-last-4":
+            return torch.cat(out.hidden_states[-4:], dim=-1)  # (B, T, 4H)
+        return self.mix(out.hidden_states)
+
+
+class ElmoFeaturesAdapter(nn.Module):
+    """ELMo's frozen biLM under a scalar mix, with the encoder call signature of ``BertFeatures``."""
+
+    def __init__(self, features: nn.Module):
+        super().__init__()
+        self.elmo = features
+        self.output_dim = self.hidden_size = features.bilm.output_dim
+        self.config = features.bilm.config
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        return self.elmo(input_ids, attention_mask)
+
+
+class TaskModel(nn.Module):
+    """encoder features -> [BiLSTM] -> dropout -> the task layer; losses as the BERT heads'."""
+
+    def __init__(self, encoder: nn.Module, settings: dict[str, Any]):
+        super().__init__()
+        self.encoder, self.settings = encoder, settings
+        self.kind = KINDS[settings["bertforge_task"]]
+        width = encoder.output_dim
+        if settings.get("bilstm"):
+            settings.setdefault("bilstm_size", encoder.hidden_size)  # the encoder's width, as the paper's
+            self.bilstm = BiLSTM(width, settings["bilstm_size"])
+            width = settings["bilstm_size"]
+        else:
+            self.bilstm = None
+        self.num_labels = len(settings.get("id2label", {})) or 1
+        outputs = {"sequence": self.num_labels, "token": self.num_labels, "choice": 1, "span": 2}[self.kind]
+        self.dropout = nn.Dropout(settings.get("dropout", 0.1))
+        self.classifier = nn.Linear(width, outputs)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def config(self):
+        """The encoder's config (max positions, family...)."""
+        return self.encoder.config
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(i): n for i, n in self.settings.get("id2label", {}).items()}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: int(i) for n, i in self.settings.get("label2id", {}).items()}
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, start_positions=None,
+                end_positions=None, **_):
+        shape = input_ids.shape
+        if self.kind == "choice":  # (B, C, T): every choice its own row
+            input_ids, token_type_ids, attention_mask = (
+                None if t is None else t.reshape(-1, shape[-1]) for t in (input_ids, token_type_ids, attention_mask))
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        features = self.encoder(input_ids, token_type_ids, mask)  # (B, T, D)
+        if self.bilstm is not None:
+            tokens, sentence = self.bilstm(features, mask)
+        else:
+            tokens = features
+            sentence = sentence_vector(features, mask, bool(getattr(self.config, "is_decoder", False)))
+        if self.kind in ("token", "span"):
+            logits = self.classifier(self.dropout(tokens))  # (B, T, n)
+            if self.kind == "token":
+                return TokenClassifierOutput(None if labels is None else token_loss(logits, labels), logits)
+            start, end = logits[..., 0].contiguous(), logits[..., 1].contiguous()
+            return QuestionAnsweringOutput(span_loss(start, end, start_positions, end_positions), start, end)
+        logits = self.classifier(self.dropout(sentence))  # (B, n)
+        if self.kind == "choice":
+            logits = logits.view(shape[0], shape[1])
+            return MultipleChoiceModelOutput(None if labels is None else choice_loss(logits, labels), logits)
+        loss = None
+        if labels is not None:
+            loss = sequence_loss(logits, labels, problem_type(self.settings.get("problem_type"), self.num_labels,
+                                                              labels))
+        return SequenceClassifierOutput(loss, logits)
+
+    # --- saving and loading ------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """config.json (the encoder's), task.json (this head), model.safetensors (everything)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        if hasattr(config, "to_json_file"):
+            config.to_json_file(path / "config.json", architectures=["TaskModel"])
+        else:
+            config.save(path / "config.json")
+        atomic_write_text(path / TASK_FILE, json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
+        save_state_dict(self.state_dict(), path / "model.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "TaskModel":
+        """A fine-tuned task model saved by ``save_pretrained``."""
+        path = Path(path)
+        settings = json.loads((path / TASK_FILE).read_text(encoding="utf-8"))
+        model = cls(_encoder(path, settings, pretrained=False), settings)
+        state = read_state_dict(path)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"the weights do not fit the model in task.json: missing {missing[:4]}, "
+                              f"unexpected {unexpected[:4]}", source=path)
+        return model.eval()
+
+    @classmethod
+    def for_task(cls, path: str | os.PathLike, settings: dict[str, Any]) -> "TaskModel":
+        """A new task layer (random) on the pre-trained encoder of the model directory ``path``."""
+        return cls(_encoder(Path(path), settings, pretrained=True), settings)
+
+
+def _encoder(path: Path, settings: dict[str, Any], pretrained: bool) -> nn.Module:
+    """The encoder a task model's settings describe, with the pre-trained weights of ``path`` or empty."""
+    from bertforge.model.families import model_type, read_config
+
+    family = model_type(path)
+    if family == "elmo":
+        from bertforge.model.elmo import ElmoBiLM
+        from bertforge.model.elmo.pieces import ElmoPieceFeatures, vocabulary
+
+        bilm = ElmoBiLM.from_pretrained(path) if pretrained else ElmoBiLM(read_config(path))
+        return ElmoFeaturesAdapter(ElmoPieceFeatures(bilm, vocabulary(path)))
+    if family != "bert":
+        raise UsageError(f"feature-based and BiLSTM heads are for BERT and ELMo models, not {family}",
+                         flag="--model", hint="fine-tune XLNet without --freeze-encoder and --head-bilstm")
+    overrides = {}
+    if settings.get("encoder_dropout") is not None:
+        overrides = {"hidden_dropout_prob": settings["encoder_dropout"],
+                     "attention_probs_dropout_prob": settings["encoder_dropout"]}
+    if pretrained:
+        bert = BertModel.from_pretrained(path, **overrides)
+    else:
+        config = read_config(path)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        bert = BertModel(config)
+    return BertFeatures(bert, settings.get("features", "last"), settings.get("frozen", False))
