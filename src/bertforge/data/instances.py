@@ -103,6 +103,7 @@ def create_instances_from_document(
     short_seq_prob: float = 0.1,
     rng: np.random.Generator | None = None,
     nsp: bool = True,
+    random_next: bool = True,
 ) -> list[Instance]:
     """Instances from ``documents[doc_index]``, Google's ``create_instances_from_document``.
 
@@ -110,7 +111,10 @@ def create_instances_from_document(
     probability ``short_seq_prob`` a random one in [2, max]); the chunk is split at a random
     sentence boundary into A and B; half of the time (always when the chunk is one sentence) B is
     replaced by text from a random other document and the unused sentences are put back.
-    With ``nsp=False`` the document alone is packed by :func:`pack_documents`.
+    With ``nsp=False`` the document alone is packed by :func:`pack_documents`. With
+    ``random_next=False`` (ALBERT's sentence-order prediction) B is always the real continuation, except
+    for a one-sentence chunk, which still takes a random B (ALBERT's rule); the order is swapped later,
+    per batch (``objectives/mlm.py``).
     """
     _check_max_seq_length(max_seq_length)
     if rng is None:
@@ -142,7 +146,7 @@ def create_instances_from_document(
                 a_end = int(rng.integers(1, len(current_chunk)))  # randint(1, len(chunk) - 1)
             tokens_a = np.concatenate(current_chunk[:a_end])
 
-            if len(current_chunk) == 1 or rng.random() < 0.5:
+            if len(current_chunk) == 1 or (random_next and rng.random() < 0.5):
                 is_random_next = True
                 target_b_length = target_seq_length - len(tokens_a)
                 # Try to pick a different document; after 10 misses, use what was drawn.
@@ -237,6 +241,7 @@ def create_instances(
     dupe_factor: int = 10,
     rng: np.random.Generator | None = None,
     nsp: bool = True,
+    random_next: bool = True,
 ) -> list[Instance]:
     """All instances of a corpus, Google's ``create_training_instances`` minus the masking.
 
@@ -274,7 +279,7 @@ def create_instances(
         for _ in range(dupe_factor):
             for doc_index in range(len(docs)):
                 instances.extend(create_instances_from_document(
-                    docs, doc_index, special_ids, max_seq_length, short_seq_prob, rng))
+                    docs, doc_index, special_ids, max_seq_length, short_seq_prob, rng, random_next=random_next))
     else:
         for _ in range(dupe_factor):
             order = rng.permutation(len(docs))

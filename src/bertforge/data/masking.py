@@ -140,13 +140,17 @@ def mask_tokens(
     whole_word: bool = False,
     is_continuation: np.ndarray | None = None,
     random_excludes_special: bool = False,
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    spans: bool = False,
 ) -> MaskedInstance:
     """Choose positions to predict in one sequence and corrupt them, as Google does.
 
     ``tokens`` is a 1-D sequence of ids (``[CLS] A [SEP] B [SEP]``, optionally right-padded with
     ``[PAD]``). ``is_continuation[vocab_size]`` marks ``##`` pieces (needed for ``whole_word``).
     ``random_excludes_special=True`` draws the 10% random replacements from non-special ids only
-    (default off: Google draws from the whole vocabulary).
+    (default off: Google draws from the whole vocabulary). ``mix`` is the share of chosen positions
+    that become [MASK], a random token, or stay (the paper's Appendix C.2 ablation; default 80/10/10).
+    ``spans=True`` chooses SpanBERT's spans instead of single positions (:func:`span_positions`).
     """
     _check_args(special_ids, masked_lm_prob, max_predictions_per_seq, whole_word, is_continuation)
     ids = np.asarray(tokens)
@@ -160,7 +164,9 @@ def mask_tokens(
     length = int(np.count_nonzero(ids != special_ids.pad))  # Google's len(tokens): no padding
     k = num_to_predict(length, masked_lm_prob, max_predictions_per_seq)
 
-    if whole_word:
+    if spans:
+        pos, span_of = span_positions(ids, candidate, k, rng, is_continuation)
+    elif whole_word:
         # Words: a candidate starts one unless it is a '##' piece right after another candidate.
         prev_candidate = np.concatenate([[False], candidate[:-1]])
         starts = candidate & ~(np.asarray(is_continuation, dtype=bool)[ids] & prev_candidate)
@@ -178,11 +184,50 @@ def mask_tokens(
     labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int32)
     labels[pos] = ids[pos]
     out = ids.copy()
-    u = rng.random(pos.size)  # 80% [MASK]; 10% keep; 10% random (Google's two draws, folded)
-    out[pos[u < 0.8]] = special_ids.mask
-    rand_pos = pos[u >= 0.9]
+    if spans:  # SpanBERT decides per span: all of its tokens are masked, kept or replaced together
+        u = rng.random(int(span_of.max()) + 1 if span_of.size else 0)[span_of]
+    else:  # 80% [MASK]; 10% keep; 10% random (Google's two draws, folded)
+        u = rng.random(pos.size)
+    mask_share, random_share, _ = mix
+    out[pos[u < mask_share]] = special_ids.mask
+    rand_pos = pos[u >= 1 - random_share]
     out[rand_pos] = _random_ids_np(rng, rand_pos.size, special_ids, random_excludes_special)
     return MaskedInstance(out, labels)
+
+
+def span_positions(ids: np.ndarray, candidate: np.ndarray, k: int, rng: np.random.Generator,
+                   is_continuation: np.ndarray | None, p: float = 0.2, max_span: int = 10
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """SpanBERT's choice: spans of whole words until ``k`` pieces are chosen (sorted positions, and the
+    span index of each). A span's length in words is Geometric(p) clipped at ``max_span`` (mean 3.8); its
+    start word is uniform; it stops at a special token; words already chosen are skipped; a span that
+    would overshoot the budget is dropped and another drawn (at most 100 draws)."""
+    prev_candidate = np.concatenate([[False], candidate[:-1]])
+    cont = np.asarray(is_continuation, dtype=bool)[ids] if is_continuation is not None else np.zeros_like(candidate)
+    starts = candidate & ~(cont & prev_candidate)  # (T,) the first piece of each word
+    word_of = np.where(candidate, np.cumsum(starts) - 1, -1)  # (T,) word index, -1 off words
+    n_words = int(starts.sum())
+    if n_words == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    sizes = np.bincount(word_of[candidate], minlength=n_words)  # pieces per word
+    first = np.flatnonzero(starts)  # (W,) position of each word's first piece
+    run = np.cumsum(~candidate)[first]  # words in one run of candidates (no special between) share a value
+    span_of_word = np.full(n_words, -1)
+    chosen, spans = 0, 0
+    for _ in range(100):
+        if chosen >= k:
+            break
+        length = min(int(rng.geometric(p)), max_span)
+        start = int(rng.integers(n_words))
+        words = [w for w in range(start, min(start + length, n_words)) if run[w] == run[start]]
+        words = [w for w in words if span_of_word[w] < 0]
+        pieces = int(sizes[words].sum())
+        if not words or chosen + pieces > k:
+            continue
+        span_of_word[words] = spans
+        chosen, spans = chosen + pieces, spans + 1
+    pos = np.flatnonzero((word_of >= 0) & (span_of_word[np.maximum(word_of, 0)] >= 0))
+    return pos, span_of_word[word_of[pos]]
 
 
 def _random_ids_np(rng: np.random.Generator, n: int, special_ids: SpecialIds,

@@ -47,6 +47,8 @@ class PrepareSettings:
     dupe_factor: int = option(1, "passes over each document (each draws new splits and random B segments)",
                               min=1, max=100)
     nsp: bool = option(True, "no sentence pairs: pack contiguous text", negate="--no-nsp")
+    random_next: bool = option(True, "B is a random segment half of the time (NSP); False: always the real "
+                               "continuation (sentence-order prediction)", cli=False)
     eval_fraction: float = option(0.05, "share of documents held out", min=0, below=1)
     seed: int = option(12345, "seed of the document split and instance choices", min=0)
     format: str = option("auto", "corpus format (default: detect per file)",
@@ -188,7 +190,8 @@ def _make_shard(index: int, documents: list[Document], out: Path) -> dict:
         if docs:
             try:
                 instances = create_instances(docs, special_ids(tokenizer), s.max_seq_length, s.short_seq_prob,
-                                             s.dupe_factor if split == "train" else 1, rng, s.nsp)
+                                             s.dupe_factor if split == "train" else 1, rng, s.nsp,
+                                             s.random_next)
             except ValueError as e:  # e.g. no document long enough for NSP in this chunk
                 result["errors"].append(str(e))
         _write(out, split, index, instances, s.max_seq_length, tokenizer)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from bertforge.objectives.base import Objective
 from bertforge.objectives.bilm import BidirectionalLM
 from bertforge.objectives.ltr import LeftToRight
-from bertforge.objectives.mlm import MaskedLM, MaskedLMWithNSP, MaskingSettings, continuation_mask
+from bertforge.objectives.mlm import MaskedLM, MaskedLMWithNSP, MaskedLMWithSOP, MaskingSettings, continuation_mask
 from bertforge.objectives.plm import PermutationLM
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MaskedLMWithNSP, MaskedLM, LeftToRight, PermutationLM,
-                                                               BidirectionalLM)}
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MaskedLMWithNSP, MaskedLM, MaskedLMWithSOP, LeftToRight,
+                                                               PermutationLM, BidirectionalLM)}
 
-__all__ = ["OBJECTIVES", "Objective", "MaskedLM", "MaskedLMWithNSP", "LeftToRight", "PermutationLM",
+__all__ = ["OBJECTIVES", "Objective", "MaskedLM", "MaskedLMWithNSP", "MaskedLMWithSOP", "LeftToRight", "PermutationLM",
            "BidirectionalLM", "MaskingSettings", "continuation_mask"]

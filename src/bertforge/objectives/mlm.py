@@ -21,6 +21,8 @@ class MaskingSettings:
     max_predictions_per_seq: int = 20
     whole_word: bool = False
     static_masks: bool = False  # one mask per instance for the whole run (Google's original)
+    spans: bool = False  # SpanBERT: geometric spans of whole words, decided per span
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1)  # shares of [MASK], random token, unchanged
 
 
 def continuation_mask(vocab: dict[str, int]) -> np.ndarray:
@@ -57,8 +59,8 @@ class MaskedLM(Objective):
     @classmethod
     def from_args(cls, tokenizer, args, **fields):
         masking = MaskingSettings(args.masked_lm_prob, args.max_predictions_per_seq, args.whole_word_mask,
-                                  args.static_masks)
-        continuation = continuation_mask(tokenizer.vocab) if masking.whole_word else None
+                                  args.static_masks, args.mask_spans, args.mask_shares)
+        continuation = continuation_mask(tokenizer.vocab) if masking.whole_word or masking.spans else None
         return super().from_args(tokenizer, args, masking=masking, is_continuation=continuation, **fields)
 
     def make_batch(self, rows, indices, epoch):
@@ -69,7 +71,7 @@ class MaskedLM(Objective):
         for r, (i, n) in enumerate(zip(indices, rows["lengths"])):
             masked = mask_tokens(rows["tokens"][r, :n], self.special, m.masked_lm_prob, m.max_predictions_per_seq,
                                  rng=instance_generator(self.seed, mask_epoch, i), whole_word=m.whole_word,
-                                 is_continuation=self.is_continuation)
+                                 is_continuation=self.is_continuation, mix=m.mix, spans=m.spans)
             input_ids[r, :n] = masked.input_ids
             labels[r, :n] = masked.labels
         return {**batch, "input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
@@ -124,3 +126,48 @@ class MaskedLMWithNSP(MaskedLM):
         return {"mlm_loss": (out.mlm_loss.item() * n, n),
                 "mlm_accuracy": ((out.prediction_logits.argmax(-1) == targets).sum().item(), n),
                 "nsp_accuracy": (nsp_right, b)}
+
+
+@dataclass
+class MaskedLMWithSOP(MaskedLMWithNSP):
+    """MLM plus ALBERT's sentence-order prediction on the NSP head: A and B are consecutive text, and
+    half of the time (drawn per instance and epoch) they are swapped, ``[CLS] B [SEP] A [SEP]``: label 1.
+    (As in ALBERT, a one-sentence chunk takes a random B, also labelled 1.)"""
+
+    name: ClassVar[str] = "mlm+sop"
+    pairs: ClassVar[str | None] = "consecutive"
+    loss_names: ClassVar[tuple[str, ...]] = ("mlm", "sop")
+
+    def make_batch(self, rows, indices, epoch):
+        rows = {k: np.array(v) for k, v in rows.items()}
+        epoch_ = 0 if self.masking.static_masks and epoch >= 0 else epoch
+        for r, i in enumerate(indices):
+            if rows["is_random_next"][r] or not np.random.default_rng([self.seed, epoch_ + 1, int(i), 1]).random() < 0.5:
+                continue
+            n, b = int(rows["lengths"][r]), int(rows["b_start"][r])
+            t = rows["tokens"][r]
+            a_part, b_part = t[1:b - 1].copy(), t[b:n - 1].copy()
+            t[1:1 + len(b_part)] = b_part
+            t[1 + len(b_part)] = self.special.sep
+            t[2 + len(b_part):n - 1] = a_part
+            rows["b_start"][r] = len(b_part) + 2
+            rows["is_random_next"][r] = 1  # "swapped"
+        batch = super().make_batch(rows, indices, epoch)
+        batch["sentence_order_label"] = batch.pop("next_sentence_label")
+        return batch
+
+    def counts(self, batch):
+        return {"mlm": int((batch["labels"] != IGNORE_INDEX).sum()), "sop": len(batch["input_ids"])}
+
+    def _forward(self, model, batch):
+        return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], labels=batch["labels"],
+                     next_sentence_label=batch["sentence_order_label"])
+
+    def losses(self, model, batch):
+        out = self._forward(model, batch)
+        return {"mlm": out.mlm_loss, "sop": out.nsp_loss}
+
+    def eval_sums(self, model, batch):
+        sums = super().eval_sums(model, {**batch, "next_sentence_label": batch["sentence_order_label"]})
+        sums["sop_accuracy"] = sums.pop("nsp_accuracy")
+        return sums

@@ -106,9 +106,11 @@ class PretrainRecipe:
                 with atomic_dir(tokenizer_dir) as tmp:
                     train_vocab_from_corpus(args.corpus, args.vocab_size, tmp, lowercase=args.lowercase,
                                             format=args.format)
+            pairs = OBJECTIVES[args.objective].pairs
             settings = PrepareSettings(max_seq_length=args.seq_len, short_seq_prob=args.short_seq_prob,
-                                       dupe_factor=args.dupe_factor, nsp=OBJECTIVES[args.objective].pairs is not None,
-                                       eval_fraction=args.eval_fraction, seed=args.seed, format=args.format)
+                                       dupe_factor=args.dupe_factor, nsp=pairs is not None,
+                                       random_next=pairs != "consecutive", eval_fraction=args.eval_fraction,
+                                       seed=args.seed, format=args.format)
             meta = prepare(args.corpus, tokenizer_dir, out / "data", settings, workers=args.workers,
                            progress=args.progress)
             c, n = meta["corpus"], meta["instances"]

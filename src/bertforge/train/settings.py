@@ -12,7 +12,7 @@ from bertforge.options import check, option
 from bertforge.data.options import DataOptions
 
 # The registry is bertforge.objectives.OBJECTIVES (it imports torch); the model family each one trains.
-OBJECTIVE_FAMILY = {"mlm+nsp": "bert", "mlm": "bert", "ltr": "bert", "plm": "xlnet", "bilm": "elmo"}
+OBJECTIVE_FAMILY = {"mlm+nsp": "bert", "mlm": "bert", "mlm+sop": "bert", "ltr": "bert", "plm": "xlnet", "bilm": "elmo"}
 OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILY)
 ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm"}
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
@@ -56,7 +56,8 @@ class PretrainArgs(RunSettings):
     init_from: str | None = option(None, "continue pre-training from this model directory", group="model")
     dropout: float | None = option(None, "override both dropout probabilities", min=0, below=1, group="model")
     objective: str | None = option(None, "mlm+nsp: masked LM with next-sentence prediction on sentence pairs "
-                                   "(BERT; the default); mlm: masked LM alone on packed text (No NSP); ltr: "
+                                   "(BERT; the default); mlm: masked LM alone on packed text (No NSP); mlm+sop: masked LM with "
+                                   "ALBERT's sentence-order prediction on consecutive pairs; ltr: "
                                    "left-to-right LM with a causal mask (GPT); plm: permutation LM (XLNet); bilm: "
                                    "forward and backward LSTM LMs (ELMo)", choices=OBJECTIVE_NAMES, group="objective")
     arch: str | None = option(None, "model family, where the objective does not imply it: bert (default), "
@@ -68,6 +69,11 @@ class PretrainArgs(RunSettings):
     whole_word_mask: bool = option(False, "mask all pieces of a word together", group="objective")
     static_masks: bool = option(False, "one mask per instance (with --dupe-factor copies), as Google's "
                                 "original; default: new masks every epoch", group="objective")
+    mask_spans: bool = option(False, "SpanBERT's masking: spans of whole words, lengths ~ Geometric(0.2) clipped "
+                              "at 10, the same 15%% budget, [MASK]/random/kept decided per span", group="objective")
+    mask_mix: str = option("80,10,10", "percentages of the chosen tokens that become [MASK], a random token, or "
+                           "stay unchanged (the paper's Appendix C.2 ablation)", metavar="MASK,RANDOM,KEEP",
+                           group="objective")
     masked_lm_prob: float = option(0.15, "share of tokens predicted", above=0, max=1, group="objective")
     max_predictions_per_seq: int = option(20, "most predicted tokens per sequence", min=1, group="objective")
     seq_len: int = option(128, "max_seq_length of instances", min=16, max=8192, group="data")
@@ -88,10 +94,17 @@ class PretrainArgs(RunSettings):
     eval_instances: int = option(512, "held-out instances evaluated", min=1, group="logging and checkpoints")
     extra: dict = field(default_factory=dict)
 
+    @property
+    def mask_shares(self) -> tuple[float, float, float]:
+        """--mask-mix as shares: ([MASK], random token, unchanged)."""
+        mask, random, keep = (int(x) / 100 for x in self.mask_mix.split(","))
+        return mask, random, keep
+
     # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
     RESUME_FIXED = ("preset", "config", "objective", "plm_k", "seq_len", "batch_size", "grad_accum", "lr",
                     "warmup_steps", "schedule", "optimizer", "weight_decay", "seed", "whole_word_mask", "static_masks",
-                    "dupe_factor", "masked_lm_prob", "max_predictions_per_seq", "short_seq_prob")
+                    "mask_spans", "mask_mix", "dupe_factor", "masked_lm_prob", "max_predictions_per_seq",
+                    "short_seq_prob")
 
     def __post_init__(self) -> None:
         check(self)
@@ -106,6 +119,14 @@ class PretrainArgs(RunSettings):
             raise UsageError(f"--objective {self.objective} trains {family}, not {self.arch}", flag="--arch",
                              hint=f"leave out --arch, or use --objective {ARCH_DEFAULT_OBJECTIVE[self.arch]}")
         self.arch, self.nsp = family, self.objective == "mlm+nsp"
+        shares = self.mask_mix.split(",")
+        if len(shares) != 3 or not all(x.strip().isdigit() for x in shares) or sum(map(int, shares)) != 100:
+            raise UsageError(f"expected three whole percentages that sum to 100, got {self.mask_mix!r}",
+                             flag="--mask-mix", hint="e.g. 80,10,10 (the default) or 100,0,0")
+        masking = [flag for flag, used in (("--whole-word-mask", self.whole_word_mask), ("--mask-spans", self.mask_spans),
+                                           ("--mask-mix", self.mask_mix != "80,10,10")) if used]
+        if masking and not self.objective.startswith("mlm"):
+            raise UsageError(f"is for the masked-LM objectives, not {self.objective}", flag=masking[0])
         if not self.corpus:
             raise UsageError("at least one corpus file is required", flag="--corpus")
         if not self.out:
