@@ -129,8 +129,8 @@ class Predictor:
         if torch.device(device).type != "cpu":
             raise UsageError(f"the {backend} backend runs on the CPU, got device {device}", flag="--backend")
         model = OnnxModel.load(path, backend)
-        return cls(task_of(model.config, model.path), model, BertTokenizer.from_pretrained(model.path),
-                   torch.device("cpu"))
+        task = get_task(model.settings["bertforge_task"]) if model.settings else task_of(model.config, model.path)
+        return cls(task, model, BertTokenizer.from_pretrained(model.path), torch.device("cpu"))
 
     @property
     def labels(self) -> list[str]:

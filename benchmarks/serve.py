@@ -1,0 +1,220 @@
+"""Serving MiniLM over HTTP: dynamic batching vs in-process `inference.encode` vs one request per forward pass.
+
+Real SNLI test sentences (`fetch("snli")`) and the real all-MiniLM-L6-v2 (`fetch("minilm")`). Each server is a
+`bertforge serve` process on a free loopback port with the same threads as the in-process baseline; a client
+in this process (asyncio + httpx, keep-alive connections) sends one sentence per `POST /embed` at each
+concurrency, and reports throughput, latency percentiles, errors and the server's RSS before and after.
+
+1. in-process: `inference.encode` on the same sentences (sorted by length, padded per batch);
+2. the server with dynamic batching (the defaults) at concurrency 1, 8, 32, 64;
+3. the same server with batching off (`--max-batch-tokens 0`: one request per forward pass);
+4. overload: 10x the queue (`--max-concurrent`) at once must get only 200s and 429s, and /health answers after.
+
+Goals at concurrency 32: throughput >= 70% of in-process encode, and >= 3x batching off.
+
+    .venv/bin/python benchmarks/serve.py [--quick] [--requests 2000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != 200)
+
+
+def snli_sentences() -> list[str]:
+    from bertforge.data.fetch import fetch
+
+    seen: dict[str, None] = {}
+    with open(fetch("snli", quiet=True) / "snli_1.0_test.jsonl", encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            for key in ("sentence1", "sentence2"):
+                text = record[key].strip()
+                if text:
+                    seen[text] = None
+    return list(seen)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    def __init__(self, model: Path, threads: int, *flags: str):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bertforge", "serve", "--model", str(model), "--port", "0",
+                                      *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        if " at http://" not in line:
+            self.proc.kill()
+            raise SystemExit(f"the server did not start: {line}{self.proc.stderr.read()}")
+        self.url = line.split(" at ", 1)[1].split()[0]
+        for _ in range(200):
+            try:
+                if httpx.get(f"{self.url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+
+    @property
+    def rss(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+async def load(url: str, sentences: list[str], concurrency: int, name: str) -> Result:
+    """``len(sentences)`` requests, ``concurrency`` at a time, one sentence each."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue = iter(sentences)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        async def worker() -> None:
+            for text in queue:
+                start = time.perf_counter()
+                r = await client.post("/embed", json={"inputs": text, "normalize": True})
+                latencies.append(time.perf_counter() - start)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return Result(name, concurrency, len(sentences), seconds, latencies, statuses)
+
+
+async def overload(url: str, sentences: list[str], n: int) -> tuple[dict[int, int], int]:
+    """``n`` requests at once; the status counts, and /health's status right after."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        replies = await asyncio.gather(*(client.post("/embed", json={"inputs": sentences[i % len(sentences)]})
+                                         for i in range(n)), return_exceptions=True)
+        health = (await client.get("/health")).status_code
+    statuses: dict = {}
+    for r in replies:
+        key = r.status_code if isinstance(r, httpx.Response) else type(r).__name__
+        statuses[key] = statuses.get(key, 0) + 1
+    return statuses, health
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, in process and in each server")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--off-concurrency", type=int, nargs="+", default=[1, 32],
+                        help="concurrency levels measured with batching off")
+    parser.add_argument("--queue", type=int, default=64, help="--max-concurrent of the overload server")
+    parser.add_argument("--quick", action="store_true", help="200 requests per level: a sanity check")
+    args = parser.parse_args()
+    n = 200 if args.quick else args.requests
+
+    import torch
+
+    from bertforge.data.fetch import fetch
+    from bertforge.inference import encode
+    from bertforge.model import BertModel
+    from bertforge.tokenization import BertTokenizer
+
+    torch.set_num_threads(args.threads)
+    path = fetch("minilm", quiet=True)
+    pool = snli_sentences()
+    sentences = (pool * (n // len(pool) + 1))[:n]
+    lengths = [len(ids) for ids in BertTokenizer.from_pretrained(path)(sentences, padding=False,
+                                                                        return_tensors=None)["input_ids"]]
+    print(f"{len(pool):,} distinct SNLI test sentences; {n} per level, {statistics.mean(lengths):.1f} pieces on "
+          f"average ({min(lengths)}-{max(lengths)}); {args.threads} torch threads; pid {os.getpid()}")
+
+    model, tokenizer = BertModel.from_pretrained(path).eval(), BertTokenizer.from_pretrained(path)
+    encode(model, tokenizer, sentences[:64], normalize=True)  # warm-up
+    start = time.perf_counter()
+    encode(model, tokenizer, sentences, normalize=True)
+    in_process = n / (time.perf_counter() - start)
+    del model
+    print(f"in-process encode: {in_process:,.1f} sentences/s")
+
+    results: list[Result] = []
+    rss: dict[str, tuple[float, float]] = {}
+    for name, flags, levels in (("batching", (), args.concurrency),
+                                ("batching off", ("--max-batch-tokens", "0"), args.off_concurrency)):
+        server = Server(path, args.threads, *flags)
+        try:
+            before = server.rss
+            asyncio.run(load(server.url, sentences[:100], 8, "warm-up"))
+            for c in levels:
+                results.append(asyncio.run(load(server.url, sentences, c, name)))
+                r = results[-1]
+                print(f"  {name:<13} c={c:<3} {r.throughput:8.1f} req/s  p50 {r.percentile(.5):7.1f} ms  "
+                      f"p99 {r.percentile(.99):7.1f} ms  errors {r.errors}", flush=True)
+            rss[name] = (before, server.rss)
+        finally:
+            server.stop()
+
+    server = Server(path, args.threads, "--max-concurrent", str(args.queue))
+    try:
+        statuses, health = asyncio.run(overload(server.url, sentences, 10 * args.queue))
+    finally:
+        server.stop()
+
+    print(f"\n{'mode':<14}{'conc':>5}{'req':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'in-process':<14}{'-':>5}{n:>7}{in_process:>9.1f}")
+    for r in results:
+        print(f"{r.name:<14}{r.concurrency:>5}{r.requests:>7}{r.throughput:>9.1f}{r.percentile(.5):>9.1f}"
+              f"{r.percentile(.95):>9.1f}{r.percentile(.99):>9.1f}{r.errors:>8}")
+    for name, (before, after) in rss.items():
+        print(f"server RSS ({name}): {before:,.0f} MB before, {after:,.0f} MB after")
+    ok = set(statuses) <= {200, 429}
+    print(f"overload: {10 * args.queue} requests at once on --max-concurrent {args.queue}: {statuses}; "
+          f"/health {health} -> {'ok' if ok and health == 200 else 'FAILED'}")
+    at = {(r.name, r.concurrency): r.throughput for r in results}
+    if ("batching", 32) in at:
+        ratio = at["batching", 32] / in_process
+        print(f"\nat concurrency 32: served / in-process = {ratio:.2f} (goal >= 0.70)", end="")
+        if ("batching off", 32) in at:
+            print(f", batching / batching off = {at['batching', 32] / at['batching off', 32]:.2f}x (goal >= 3x)")
+        else:
+            print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""`bertforge serve` and `bertforge attention` as a user runs them: refusals are one line and exit 2, a
+real server drains its requests on SIGTERM and drops a client that hangs up, pictures are written."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+
+def bertforge(argv: list, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bertforge", *map(str, argv)], env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(p: subprocess.CompletedProcess, command: str) -> str:
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bertforge {command}: error: "), p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "{tmp}/no-such-model"], "--model {tmp}/no-such-model: no such model directory"),
+    (["--model", "{tmp}"], "is not a model directory (no config.json)"),
+    (["--model", "{encoder}", "--port", "70000"], "--port: must be <= 65535"),
+    (["--model", "{encoder}", "--max-concurrent", "0"], "--max-concurrent: must be >= 1"),
+    (["--model", "{encoder}", "--backend", "onnx"], "has no model.onnx"),
+    (["--model", "{encoder}", "--api-key", " "], "--api-key: must be a non-empty string"),
+])
+def test_serve_refuses_to_start_with_one_line(serve_models, server_env, tmp_path, argv, words):
+    ctx = {"tmp": tmp_path, "encoder": serve_models["encoder"]}
+    line = one_line_error(bertforge(["serve", *(a.format(**ctx) for a in argv)], server_env), "serve")
+    assert words.format(**ctx) in line
+
+
+def test_serve_on_a_port_in_use(serve_models, server_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        line = one_line_error(bertforge(["serve", "--model", serve_models["encoder"], "--port", port], server_env),
+                              "serve")
+    assert f"127.0.0.1:{port} is already in use" in line and "--port" in line
+    assert time.monotonic() - start < 20  # refused before the model is loaded
+
+
+def post_and_hang_up(url: str, body: dict) -> None:
+    """Send a request on a raw connection and close it without reading the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        time.sleep(0.2)
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def metrics_when(url: str, name: str, value: float, timeout: float = 20) -> str:
+    """The server's /metrics once ``name`` reaches ``value`` (polled)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{url}/metrics").text
+        if metric(text, name) == value or time.monotonic() > deadline:
+            assert metric(text, name) == value, f"{name} is {metric(text, name)}, not {value}"
+            return text
+        time.sleep(0.05)
+
+
+def test_a_real_server_drops_clients_that_leave_and_drains_on_sigterm(serve_models, start_server):
+    import httpx
+
+    server = start_server(["--model", serve_models["encoder"], "--max-wait-ms", "3000"])
+    url = server.url
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+    post_and_hang_up(url, {"inputs": "the cat"})  # would wait 3 s in the queue; its client leaves at 0.2 s
+    text = metrics_when(url, 'bertforge_requests_total{route="/embed",status="499"}', 1)
+    assert metric(text, "bertforge_queue_depth") == 0
+    assert metric(text, 'bertforge_batch_rows_count{op="embed"}') == 0  # it never ran
+
+    replies: list = []
+    client = httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=6))
+
+    def ask(i: int) -> None:
+        replies.append(client.post("/embed", json={"inputs": ["a dog"] * (i + 1)}))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    metrics_when(url, "bertforge_queue_depth", 6)  # all six wait for their batch (3 s after the first)
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    client.close()
+    assert sorted(len(r.json()) for r in replies) == [1, 2, 3, 4, 5, 6]
+    assert all(r.status_code == 200 for r in replies)
+    assert server.proc.wait(30) == 0
+    time.sleep(0.2)
+    assert "bertforge serve: stopped" in "".join(server.lines)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_attention_pictures(serve_models, tmp_path, capsys):
+    from bertforge.cli import main  # in this process: torch is loaded already
+
+    model = serve_models["mlm"]
+    main(["attention", "--model", str(model), "the cat sees the dog", "--pair", "a bird sings",
+          "--out", str(tmp_path / "grid.png")])
+    assert "2 layers x 2 heads" in capsys.readouterr().out
+    main(["attention", "--model", str(model), "the cat sees the dog", "--out", str(tmp_path / "head.png"),
+          "--layer", "1", "--head", "0"])
+    for name in ("grid.png", "head.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    main(["attention", "--model", str(serve_models["clf"]), "alice lives in paris", "--out",
+          str(tmp_path / "view.html"), "--layer", "1"])
+    text = (tmp_path / "view.html").read_text()
+    assert "BertforgeAttention.render" in text and '"tokens":["[CLS]","alice","lives","in","paris","[SEP]"]' in text
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", text)  # nothing fetched: it works from disk
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["the cat", "--out", "{tmp}/a.jpg"], "--out: {tmp}/a.jpg must end in .png or .html"),
+    (["the cat", "--out", "{tmp}/a.png", "--head", "0"], "--head: needs --layer too"),
+    (["the cat", "--out", "{tmp}/a.png", "--layer", "2"], "--layer: the model has 2"),
+    (["the cat", "--out", "{tmp}/missing/a.png"], "does not exist"),
+    (["  ", "--out", "{tmp}/a.png"], "text: is empty"),
+])
+def test_attention_refusals(serve_models, server_env, tmp_path, argv, words):
+    ctx = {"tmp": tmp_path}
+    p = bertforge(["attention", "--model", serve_models["mlm"], *(a.format(**ctx) for a in argv)], server_env)
+    assert words.format(**ctx) in one_line_error(p, "attention")
+
+
+def test_serving_never_imports_training_code(serve_models, server_env):
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from bertforge.serve.app import create_app
+from bertforge.serve.models import ServedModel
+from bertforge.serve.settings import ServeSettings
+model = ServedModel.load({str(serve_models['clf'])!r})
+with TestClient(create_app(model, ServeSettings(model="x"))) as c:
+    assert c.post("/classify", json={{"inputs": "a good movie"}}).status_code == 200
+print(sorted(m for m in sys.modules if m.startswith("bertforge.train")))
+"""
+    p = subprocess.run([sys.executable, "-c", code], env=server_env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
