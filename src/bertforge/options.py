@@ -87,15 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: typing.Co
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
             kwargs.pop("metavar")
-        if many:
-            kwargs["nargs"] = meta["nargs"] or "+"
+        if many:  # a repeated flag adds to the list; the dataclass default applies when it is absent
+            kwargs.update(nargs=meta["nargs"] or "+", action="extend", default=None)
         target.add_argument(flag_name(f), **kwargs)
 
 
 def from_namespace(cls: type, args: argparse.Namespace, **values: Any) -> Any:
     """An instance of ``cls`` from the parsed flags (fields without a flag keep their defaults)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in vars(args).items() if k in names}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in vars(args).items() if k in fields
+              and not (v is None and fields[k].default_factory is not dataclasses.MISSING)}
     kwargs.update(values)
     return cls(**kwargs)
 

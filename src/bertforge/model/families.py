@@ -11,7 +11,7 @@ from typing import Any
 from bertforge.config import PRESETS, BertConfig
 from bertforge.errors import ConfigError, require_file
 
-FAMILIES = ("bert", "xlnet", "elmo")
+FAMILIES = ("bert", "xlnet", "elmo", "static")
 _CHAR_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]  # ELMo's, cut to size
 
 
@@ -66,6 +66,10 @@ def read_config(path: str | os.PathLike):
         from bertforge.model.xlnet import XLNetConfig
 
         return XLNetConfig.from_json_file(path)
+    if kind == "static":
+        from bertforge.model.static import StaticConfig
+
+        return StaticConfig.load(path)
     from bertforge.model.elmo import ElmoConfig
 
     return ElmoConfig.load(path)

@@ -2,7 +2,7 @@
 
 - feature-based BERT (the paper §5.3): a frozen encoder's ``last`` layer, its ``concat-last-4`` or an
   ELMo-style ``scalar-mix`` of all layers;
-- ELMo (frozen biLM under a scalar mix), the paper's ELMo baseline;
+- ELMo (frozen biLM under a scalar mix), the paper's ELMo baseline; static word2vec vectors (frozen);
 - ``+BiLSTM`` (the paper's ablation, and its best feature-based NER): a randomly initialised 2-layer
   BiLSTM between the encoder (fine-tuned or frozen) and the task layer.
 
@@ -212,6 +212,10 @@ def _encoder(path: Path, settings: dict[str, Any], pretrained: bool) -> nn.Modul
 
         bilm = ElmoBiLM.from_pretrained(path) if pretrained else ElmoBiLM(read_config(path))
         return ElmoFeaturesAdapter(ElmoPieceFeatures(bilm, vocabulary(path)))
+    if family == "static":
+        from bertforge.model.static import StaticEmbeddings
+
+        return StaticEmbeddings.from_pretrained(path) if pretrained else StaticEmbeddings(read_config(path))
     if family != "bert":
         raise UsageError(f"feature-based and BiLSTM heads are for BERT and ELMo models, not {family}",
                          flag="--model", hint="fine-tune XLNet without --freeze-encoder and --head-bilstm")

@@ -44,14 +44,15 @@ def load_model(task: Task, path: str | Path, labels: list[str], train_examples: 
                ignore_mismatched_sizes: bool = False, dropout: float | None = None):
     """The task's model on the pre-trained model at ``path``, with the task's settings (labels...).
 
-    BERT and XLNet get their transformers-named heads; ELMo (always frozen, with a BiLSTM task model, the
-    paper's ELMo baseline), ``--freeze-encoder`` and ``--head-bilstm`` get ``TaskModel``."""
+    BERT and XLNet get their transformers-named heads; ELMo and static word vectors (always frozen, with a
+    BiLSTM task model: the paper's ELMo baseline), ``--freeze-encoder`` and ``--head-bilstm`` get ``TaskModel``."""
     family = model_type(path)
     settings: dict = {"bertforge_task": task.name, **task.model_settings(labels, train_examples or [])}
-    if family == "elmo" or feature_based or bilstm:
+    frozen_family = family in ("elmo", "static")
+    if frozen_family or feature_based or bilstm:
         settings.pop("num_labels", None)
-        settings.update(features=features if feature_based else "last", frozen=feature_based or family == "elmo",
-                        bilstm=bilstm or family == "elmo", dropout=0.1 if dropout is None else dropout,
+        settings.update(features=features if feature_based else "last", frozen=feature_based or frozen_family,
+                        bilstm=bilstm or frozen_family, dropout=0.1 if dropout is None else dropout,
                         encoder_dropout=dropout)
         return TaskModel.for_task(path, settings)
     if dropout is not None:

@@ -43,6 +43,14 @@ class Interrupted(Exception):
     pass
 
 
+def prepare_settings(args: PretrainArgs) -> PrepareSettings:
+    """How a run's corpus is cut into instances: runs with equal settings share the prepared data."""
+    pairs = OBJECTIVES[args.objective].pairs
+    return PrepareSettings(max_seq_length=args.seq_len, short_seq_prob=args.short_seq_prob,
+                           dupe_factor=args.dupe_factor, nsp=pairs is not None, random_next=pairs != "consecutive",
+                           eval_fraction=args.eval_fraction, seed=args.seed, format=args.format)
+
+
 def pretrain(args: PretrainArgs) -> dict:
     """Run (or resume) pre-training; returns the final evaluation and the output paths."""
     runtime = Runtime.start(args.amp)
@@ -106,12 +114,7 @@ class PretrainRecipe:
                 with atomic_dir(tokenizer_dir) as tmp:
                     train_vocab_from_corpus(args.corpus, args.vocab_size, tmp, lowercase=args.lowercase,
                                             format=args.format)
-            pairs = OBJECTIVES[args.objective].pairs
-            settings = PrepareSettings(max_seq_length=args.seq_len, short_seq_prob=args.short_seq_prob,
-                                       dupe_factor=args.dupe_factor, nsp=pairs is not None,
-                                       random_next=pairs != "consecutive", eval_fraction=args.eval_fraction,
-                                       seed=args.seed, format=args.format)
-            meta = prepare(args.corpus, tokenizer_dir, out / "data", settings, workers=args.workers,
+            meta = prepare(args.corpus, tokenizer_dir, out / "data", prepare_settings(args), workers=args.workers,
                            progress=args.progress)
             c, n = meta["corpus"], meta["instances"]
             print(f"corpus: {c['documents']:,} documents, {c['sentences']:,} sentences, "
@@ -193,6 +196,7 @@ class PretrainRecipe:
                                   hint="use the original values, or another --out for a new run")
 
     def _resume(self) -> int:
+        self.tokens_seen = 0  # real (unpadded) tokens trained on, over every rank
         latest = latest_checkpoint(self.ckpt_dir)
         if latest is None:
             return 0
@@ -206,6 +210,7 @@ class PretrainRecipe:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stepper.load_state_dict(state.get("stepper") or {**state["guard"], "scaler": state.get("scaler")})
         restore_rng_state(state["rng"])
+        self.tokens_seen = state["data"].get("tokens_seen", 0)
         if self.rt.main:
             print(f"resuming from {latest} (step {state['step']})", flush=True)
         return state["step"]
@@ -247,13 +252,15 @@ class PretrainRecipe:
             step += 1
             tokens = self.stepper.tokens * rt.world  # every rank's batches have the same shape budget
             rate = throughput.update(tokens)
+            self.tokens_seen += tokens
             bar.update(1)
             last = step == args.max_steps
             if step % args.log_every == 0 or last:
                 record = self.stepper.read()
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{rate:,.0f}")
                 if rt.main:
-                    self.log.log(step, **record, tokens_per_s=rate, elapsed_s=time.perf_counter() - started)
+                    self.log.log(step, **record, tokens_per_s=rate, tokens_seen=self.tokens_seen,
+                                 elapsed_s=time.perf_counter() - started)
             if rt.main and self.held_out and (step % args.eval_every == 0 or last):
                 self.log.log(step, **self.evaluate())
             stop = stop_requested()
@@ -274,7 +281,7 @@ class PretrainRecipe:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "stepper": self.stepper.state_dict(),
                 "rng": capture_rng_state(), "run_config": self.run_config,
-                "data": {"step": step, "epoch": self.batches.position(step)[0]},
+                "data": {"step": step, "epoch": self.batches.position(step)[0], "tokens_seen": self.tokens_seen},
             }, keep_last=self.args.keep_last)
         self.rt.barrier()
 

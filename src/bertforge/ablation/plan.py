@@ -1,0 +1,177 @@
+"""What an ablation study runs: the variants (rows of the paper's tables), the tasks, the study's settings.
+
+A variant is a pre-training recipe (an objective and its flags) and a fine-tuning recipe (flags of
+``finetune``); several variants may fine-tune the same pre-trained model (``LTR + BiLSTM`` reuses
+``LTR``'s). Every pre-training run of a study has the same vocabulary, corpus, model size, steps, batch
+and sequence length, so each row gets the same tokens (logged) and the same compute budget in steps.
+No torch here: the command line checks a plan before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertforge.config import PRESETS
+from bertforge.errors import UsageError, require_file
+from bertforge.options import check, option
+
+FAMILIES = ("classify", "regress", "choice", "tag", "qa")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str  # the table's row
+    kind: str = "pretrain"  # pretrain | random (no pre-training) | word2vec (static vectors)
+    objective: str = "mlm+nsp"
+    pretrain: dict = field(default_factory=dict)  # extra PretrainArgs fields
+    finetune: dict = field(default_factory=dict)  # extra FinetuneArgs fields
+    model: str | None = None  # fine-tune this other variant's pre-trained model
+    frozen: bool = False  # feature-based: the encoder is not fine-tuned (uses the feature learning rate)
+    group: str = "main"  # main | masking | size
+    task_families: tuple[str, ...] = FAMILIES  # tasks it is fine-tuned on
+
+    @property
+    def model_source(self) -> str:
+        """The variant whose pre-trained model this one fine-tunes."""
+        return self.model or self.name
+
+
+FEATURES = {"freeze_encoder": True, "features": "concat-last-4", "head_bilstm": True}  # the paper's best NER
+
+MAIN = (
+    Variant("bert", "BERT (MLM + NSP)"),
+    Variant("no-nsp", "No NSP (MLM alone)", objective="mlm"),
+    Variant("sop", "MLM + SOP (ALBERT)", objective="mlm+sop"),
+    Variant("spans", "Span masking (SpanBERT)", objective="mlm", pretrain={"mask_spans": True}),
+    Variant("ltr", "LTR & No NSP (GPT)", objective="ltr"),
+    Variant("ltr+bilstm", "LTR & No NSP + BiLSTM", finetune={"head_bilstm": True}, model="ltr"),
+    Variant("elmo", "ELMo (frozen, scalar mix, BiLSTM)", objective="bilm", frozen=True),
+    Variant("xlnet", "XLNet (permutation LM)", objective="plm"),
+    Variant("random", "Random initialisation (no pre-training)", kind="random"),
+    Variant("bert-frozen", "BERT frozen, concat-last-4 + BiLSTM", finetune=FEATURES, model="bert", frozen=True),
+    Variant("word2vec", "Static word2vec vectors + BiLSTM", kind="word2vec", frozen=True),
+)
+# The paper's Table 8 (Appendix C.2) in its own column order, MASK/SAME/RND, and as --mask-mix MASK,RANDOM,KEEP.
+PAPER_MIXES = ("80/10/10", "100/0/0", "80/0/20", "80/20/0", "0/20/80", "0/0/100")
+MIXES = tuple(",".join((m, r, s)) for m, s, r in (x.split("/") for x in PAPER_MIXES))
+MASKING = tuple(v for mix in MIXES for v in (
+    Variant(f"mask-{mix.replace(',', '-')}", f"masking {mix} (fine-tuned)", pretrain={"mask_mix": mix},
+            model="bert" if mix == "80,10,10" else None, group="masking", task_families=("tag",)),
+    Variant(f"mask-{mix.replace(',', '-')}-features", f"masking {mix} (feature-based)", finetune=FEATURES,
+            model="bert" if mix == "80,10,10" else f"mask-{mix.replace(',', '-')}", frozen=True, group="masking",
+            task_families=("tag",))))
+SIZES = ("tiny", "mini", "small")
+SIZES_ALL = tuple(PRESETS)
+GROUPS = ("main", "masking", "size")
+
+
+def variants_of(preset: str) -> dict[str, Variant]:
+    """Every variant of a study at ``preset``: the main rows, the masking rows, and one row per model size."""
+    sizes = tuple(Variant(f"size-{s}", f"BERT {s}", pretrain={"preset": s}, model="bert" if s == preset else None,
+                          group="size") for s in SIZES)
+    return {v.name: v for v in MAIN + MASKING + sizes}
+
+
+def select_variants(names: list[str], preset: str) -> list[Variant]:
+    """The variants named (or every one of the groups named: main, masking, size, all), with the variants
+    whose models they fine-tune; unknown names are an error listing the valid ones."""
+    known = variants_of(preset)
+    chosen: list[str] = []
+    for name in names:
+        if name == "all" or name in GROUPS:
+            chosen += [v.name for v in known.values() if name == "all" or v.group == name]
+        elif name in known:
+            chosen.append(name)
+        else:
+            raise UsageError(f"unknown variant {name!r}", flag="--variants",
+                             hint=f"choose from {', '.join(known)} or a group: {', '.join(GROUPS)}, all")
+    return [known[n] for n in dict.fromkeys(chosen)]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """``NAME=FAMILY:train,dev[,test]`` (or ``FAMILY=train,dev[,test]`` when the name is the family)."""
+
+    name: str
+    family: str
+    train: str
+    dev: str
+    test: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "TaskSpec":
+        name, eq, files = spec.partition("=")
+        family, colon, paths = files.partition(":")
+        if not colon:
+            family, paths = name, files
+        if not eq or not name:
+            raise UsageError(f"{spec!r} is not NAME=FAMILY:train,dev[,test]", flag="--task",
+                             hint="e.g. ner=tag:train.txt,dev.txt,test.txt")
+        if family not in FAMILIES:
+            raise UsageError(f"{spec!r}: unknown task family {family!r}", flag="--task",
+                             hint=f"write NAME=FAMILY:..., FAMILY one of {', '.join(FAMILIES)}")
+        parts = [p for p in paths.split(",") if p]
+        if len(parts) < 2:
+            raise UsageError(f"{spec!r} has no dev file: the dev set picks each run's best epoch", flag="--task",
+                             hint="give train,dev or train,dev,test")
+        if len(parts) > 3:
+            raise UsageError(f"{spec!r} has {len(parts)} files; give train,dev[,test]", flag="--task")
+        for p in parts:
+            require_file(p, flag="--task", what="data file")
+        return cls(name, family, *parts)
+
+
+@dataclass
+class Study:
+    """The settings every run of a study shares (the ``ablate`` command's flags)."""
+
+    corpus: list[str] = option([], "pre-training text files (any corpus format)", metavar="PATH")
+    task: list[str] = option([], "NAME=FAMILY:train,dev[,test], e.g. ner=tag:train.txt,dev.txt,test.txt; repeat "
+                             "the flag for several tasks (FAMILY: classify, regress, choice, tag, qa)",
+                             metavar="SPEC", nargs="+")
+    out: str = option("", "study directory (every step resumes from what is there)")
+    variants: list[str] = option(["main"], "variants or groups to run: main (the default), masking, size, all, "
+                                 "or names such as bert ltr elmo", metavar="NAME")
+    seeds: list[int] = option([1, 2, 3], "fine-tuning seeds per cell", min=0)
+    preset: str = option("mini", "model size of every variant (Google's BERT sizes)", choices=SIZES_ALL)
+    steps: int = option(2000, "pre-training steps of every variant", min=1)
+    seq_len: int = option(128, "pre-training sequence length", min=16)
+    batch_size: int = option(32, "pre-training sequences per step", min=1)
+    lr: float = option(5e-4, "pre-training peak learning rate", above=0)
+    warmup_steps: int = option(200, "pre-training warm-up steps", min=0)
+    vocab_size: int = option(8000, "pieces of the shared vocabulary", min=16)
+    epochs: int = option(3, "fine-tuning epochs", min=1)
+    finetune_lr: float = option(1e-4, "learning rate of fine-tuned variants", above=0)
+    feature_lr: float = option(1e-3, "learning rate of frozen-encoder variants (only the task model learns)",
+                               above=0)
+    finetune_batch_size: int = option(32, "fine-tuning batch size", min=1)
+    max_length: int = option(128, "fine-tuning input length in pieces", min=8)
+    max_train_examples: int | None = option(None, "use only the first N training examples of each task", min=1)
+    seed: int = option(12345, "seed of the vocabulary, data order, masks and initialisation", min=0)
+    progress: bool = option(True, "progress bars", negate="--no-progress")
+
+    def __post_init__(self) -> None:
+        check(self)
+        for flag, value in (("--corpus", self.corpus), ("--task", self.task), ("--out", self.out)):
+            if not value:
+                raise UsageError("a value is required", flag=flag)
+        self.specs = [TaskSpec.parse(spec) for spec in self.task]
+        names = [t.name for t in self.specs]
+        if len(set(names)) != len(names):
+            raise UsageError(f"task names repeat: {', '.join(names)}", flag="--task")
+        self.chosen = select_variants(self.variants, self.preset)
+        for path in self.corpus:
+            require_file(path, flag="--corpus", what="corpus file")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out)
+
+    @classmethod
+    def quick(cls, **settings) -> "Study":
+        """The whole chain on tiny settings, in a few minutes: for tests and a first look."""
+        return cls(**{**dict(preset="tiny", steps=30, seq_len=64, batch_size=8, warmup_steps=5, vocab_size=1000,
+                             epochs=1, seeds=[1], finetune_batch_size=8, max_length=64, max_train_examples=64),
+                      **settings})

@@ -1,0 +1,183 @@
+"""A study's results: collected from its runs into results.json, a markdown table next to the paper's
+numbers with one line per claim, and a bar plot with error bars."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from bertforge.ablation.plan import PAPER_MIXES, MIXES, Study, Variant, variants_of
+from bertforge.io.atomic import atomic_path, atomic_write_text
+
+METRIC = {"classify": "accuracy", "regress": "spearman", "choice": "accuracy", "tag": "f1", "qa": "f1"}
+
+# The paper's dev-set figures for the matching rows (Table 5: MNLI / QNLI / MRPC / SST-2 / SQuAD F1; Table 8:
+# MNLI fine-tuned / NER fine-tuned / NER feature-based; Table 6: MLM perplexity / MNLI / MRPC / SST-2).
+PAPER = {
+    "bert": "84.4 / 88.4 / 86.7 / 92.7 / 88.5",
+    "no-nsp": "83.9 / 84.9 / 86.5 / 92.6 / 87.9",
+    "ltr": "82.1 / 84.3 / 77.5 / 92.1 / 77.8",
+    "ltr+bilstm": "82.1 / 84.1 / 75.7 / 91.6 / 84.9",
+    "bert-frozen": "NER dev F1 96.1 (fine-tuned BERT-Base 96.4)",
+    **{f"mask-{m.replace(',', '-')}": v for m, v in zip(MIXES, ("84.2 / 95.4", "84.3 / 94.9", "84.1 / 95.2",
+                                                                  "84.4 / 95.2", "83.7 / 94.8", "83.6 / 94.9"))},
+    **{f"mask-{m.replace(',', '-')}-features": f"NER {v}" for m, v in zip(MIXES, ("94.9", "94.0", "94.6", "94.7",
+                                                                                 "94.6", "94.6"))},
+    "size-tiny": "3/768/12: ppl 5.84, 77.9 / 79.8 / 88.4",
+    "size-mini": "6/768/12: ppl 4.68",
+    "size-small": "12/768/12: ppl 3.99, 84.4 / 86.7 / 92.9",
+}
+# (claim, the variant expected higher, the one expected lower): checked per task on the mean of the seeds.
+CLAIMS = (
+    ("Bidirectional MLM beats a left-to-right LM (BERT > LTR)", "bert", "ltr"),
+    ("A BiLSTM on top does not rescue the left-to-right model (BERT > LTR + BiLSTM)", "bert", "ltr+bilstm"),
+    ("A BiLSTM on top helps the left-to-right model (LTR + BiLSTM > LTR)", "ltr+bilstm", "ltr"),
+    ("NSP helps (BERT > No NSP; RoBERTa found it unnecessary)", "bert", "no-nsp"),
+    ("Sentence-order prediction is at least as good as NSP (ALBERT: SOP > NSP)", "sop", "bert"),
+    ("Span masking beats token masking (SpanBERT: spans > BERT without NSP)", "spans", "no-nsp"),
+    ("Permutation LM beats MLM (XLNet > BERT)", "xlnet", "bert"),
+    ("Fine-tuning beats frozen features (BERT > BERT frozen + BiLSTM)", "bert", "bert-frozen"),
+    ("BERT beats ELMo", "bert", "elmo"),
+    ("Contextual vectors beat static ones (ELMo > word2vec)", "elmo", "word2vec"),
+    ("Pre-training beats random initialisation (BERT > random)", "bert", "random"),
+    ("Bigger is better on the task (small > tiny)", "size-small", "size-tiny"),
+)
+
+
+def collect(study: Study) -> dict:
+    """Every variant's pre-training figures and its per-task scores (mean, std, per seed)."""
+    from bertforge.ablation.run import finetune_dir, model_root
+
+    known = variants_of(study.preset)
+    out: dict = {"settings": _settings(study), "variants": {}}
+    for v in study.chosen:
+        entry: dict = {"label": v.label, "group": v.group, "pretrain": _pretraining(model_root(study, known[v.model_source])),
+                       "tasks": {}}
+        for task in study.specs:
+            if task.family not in v.task_families:
+                continue
+            scores, seconds = {}, 0.0
+            for seed in study.seeds:
+                run = finetune_dir(study, v, task, seed)
+                if (run / "eval_results.json").is_file():
+                    summary = json.loads((run / "eval_results.json").read_text())
+                    scores[str(seed)] = summary[METRIC[task.family]]
+                    seconds += json.loads((run / "timing.json").read_text())["seconds"] \
+                        if (run / "timing.json").is_file() else 0.0
+            values = list(scores.values())
+            entry["tasks"][task.name] = {
+                "metric": METRIC[task.family], "split": "test" if task.test else "dev", "per_seed": scores,
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0, "minutes": seconds / 60}
+        out["variants"][v.name] = entry
+    out["claims"] = judge(out, study)
+    return out
+
+
+def _settings(study: Study) -> dict:
+    return {k: v for k, v in vars(study).items() if k not in ("specs", "chosen")} | {
+        "tasks": [vars(t) for t in study.specs]}
+
+
+def _pretraining(root: Path) -> dict:
+    """The objective, held-out figures at the end, tokens seen, speed and minutes of a pre-training run."""
+    from bertforge.train.logs import read_metrics
+
+    info: dict = {"run": str(root)}
+    if (root / "run_config.json").is_file():
+        info["objective"] = json.loads((root / "run_config.json").read_text()).get("objective")
+    if not (root / "metrics.jsonl").is_file():
+        return info
+    records = read_metrics(root / "metrics.jsonl")
+    train = [r for r in records if "tokens_seen" in r]
+    evals = [r for r in records if any(k.startswith("eval_") for k in r)]
+    if train:
+        info.update(tokens_seen=train[-1]["tokens_seen"], steps=train[-1]["step"],
+                    tokens_per_s=statistics.median(r["tokens_per_s"] for r in train if r.get("tokens_per_s")))
+    if evals:
+        info.update({k: v for k, v in evals[-1].items() if k.startswith("eval_")})
+    if (root / "timing.json").is_file():
+        info["minutes"] = json.loads((root / "timing.json").read_text())["seconds"] / 60
+    return info
+
+
+def judge(results: dict, study: Study) -> list[dict]:
+    """Each claim per task: held when the expected-higher mean beats the other by more than the larger of
+    the two standard deviations, contradicted when it is lower by that much, not resolved otherwise."""
+    variants, verdicts = results["variants"], []
+    for claim, high, low in CLAIMS:
+        for task in study.specs:
+            a = variants.get(high, {}).get("tasks", {}).get(task.name)
+            b = variants.get(low, {}).get("tasks", {}).get(task.name)
+            if not a or not b or a["mean"] is None or b["mean"] is None:
+                continue
+            margin = max(a["std"], b["std"])
+            diff = a["mean"] - b["mean"]
+            verdict = "holds" if diff > margin else "does not hold (reversed)" if -diff > margin else \
+                "not resolved (within one std)"
+            verdicts.append({"claim": claim, "task": task.name, "higher": high, "lower": low,
+                             "difference": diff, "margin": margin, "verdict": verdict})
+    sizes = [variants.get(f"size-{s}", {}).get("pretrain", {}).get("eval_perplexity") for s in ("tiny", "mini", "small")]
+    if all(p is not None for p in sizes):
+        held = sizes[0] > sizes[1] > sizes[2]
+        verdicts.append({"claim": "Bigger models reach lower held-out MLM perplexity (tiny > mini > small)",
+                         "task": "pre-training", "perplexities": sizes, "verdict": "holds" if held else "does not hold"})
+    return verdicts
+
+
+def write_report(study: Study, results: dict) -> None:
+    atomic_write_text(study.root / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(study.root / "ablation.md", markdown(study, results))
+    plot(study, results, study.root / "ablation.png")
+
+
+def markdown(study: Study, results: dict) -> str:
+    tasks = [t.name for t in study.specs]
+    head = ["variant", *[f"{t} ({METRIC[s.family]}, {'test' if s.test else 'dev'})" for t, s in zip(tasks, study.specs)],
+            "held-out LM", "tokens seen", "tokens/s", "pre-train min", "paper (dev)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, v in results["variants"].items():
+        cells = [v["label"]]
+        for t in tasks:
+            r = v["tasks"].get(t)
+            cells.append("" if not r or r["mean"] is None else
+                         f"{r['mean']:.3f} ± {r['std']:.3f}" + (f" (n={len(r['per_seed'])})" if len(r["per_seed"]) != len(study.seeds) else ""))
+        p = v["pretrain"]
+        lm = next((f"{k[5:]} {p[k]:.3f}" for k in p if k.startswith("eval_") and k.endswith("_loss")), "")
+        if "eval_perplexity" in p:
+            lm += f", ppl {p['eval_perplexity']:.1f}"
+        cells += [lm, f"{p['tokens_seen']:,}" if "tokens_seen" in p else "", f"{p['tokens_per_s']:,.0f}"
+                  if "tokens_per_s" in p else "", f"{p['minutes']:.1f}" if "minutes" in p else "", PAPER.get(name, "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = results["settings"]
+    text = [f"# Ablation study ({s['preset']}, {s['steps']} steps of {s['batch_size']} x {s['seq_len']} tokens, "
+            f"seeds {', '.join(map(str, s['seeds']))})", "", *lines, "",
+            "Held-out LM losses of different objectives are not comparable (different targets: 15% masked tokens, "
+            "the next token, the last sixth of a permutation, both directions). Paper masking rows are MASK/SAME/RND "
+            f"({', '.join(PAPER_MIXES)}); the variant names use --mask-mix MASK,RANDOM,KEEP.", "", "## Claims", ""]
+    for c in results["claims"]:
+        detail = (f"difference {c['difference']:+.3f}, larger std {c['margin']:.3f}" if "difference" in c
+                  else "perplexities " + ", ".join(f"{x:.1f}" for x in c["perplexities"]))
+        text.append(f"- {c['claim']} — {c['task']}: **{c['verdict']}** ({detail})")
+    return "\n".join(text) + "\n"
+
+
+def plot(study: Study, results: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tasks = study.specs
+    fig = Figure(figsize=(10, 3.2 * len(tasks)), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, task in zip(fig.subplots(len(tasks), 1, squeeze=False)[:, 0], tasks):
+        rows = [(v["label"], v["tasks"][task.name]) for v in results["variants"].values()
+                if task.name in v["tasks"] and v["tasks"][task.name]["mean"] is not None]
+        ax.barh(range(len(rows)), [r["mean"] for _, r in rows], xerr=[r["std"] for _, r in rows], capsize=3,
+                color="#4c72b0")
+        ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{task.name}: {METRIC[task.family]} ({'test' if task.test else 'dev'}), mean ± std over seeds")
+        ax.grid(axis="x", alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

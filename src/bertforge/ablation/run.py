@@ -1,0 +1,186 @@
+"""Run a study: one vocabulary, the corpus prepared once per instance format, each variant pre-trained, then
+fine-tuned on every task with every seed. Every step is resumable: a finished run is skipped, a cut
+pre-training resumes from its checkpoint, a cut fine-tuning run starts again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from bertforge.ablation.plan import Study, TaskSpec, Variant, variants_of
+from bertforge.io.atomic import atomic_dir, atomic_write_text
+
+LAYOUT = """OUT/tokenizer                    the vocabulary every variant shares
+OUT/data/<format>                 the corpus prepared once per instance format (pairs, consecutive pairs, packed)
+OUT/pretrain/<variant>/           each pre-training run (checkpoints, metrics.jsonl, model/)
+OUT/finetune/<variant>/<task>/seed-<n>/   each fine-tuning run
+OUT/results.json, ablation.md, ablation.png"""
+
+
+def run_study(study: Study, log=print) -> dict:
+    """Run (or resume) every step of ``study``; returns the collected results (see ``report.collect``)."""
+    from bertforge.ablation.report import collect, write_report
+
+    study.root.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(study, log)
+    known = variants_of(study.preset)
+    sources = [known[name] for name in dict.fromkeys(v.model_source for v in study.chosen)]
+    for variant in sources:
+        _pretrain(study, variant, tokenizer, log)
+    for variant in study.chosen:
+        for task in study.specs:
+            if task.family not in variant.task_families:
+                continue
+            for seed in study.seeds:
+                _finetune(study, variant, task, seed, log)
+    results = collect(study)
+    write_report(study, results)
+    log(f"results: {study.root / 'results.json'}  table: {study.root / 'ablation.md'}  plot: {study.root / 'ablation.png'}")
+    return results
+
+
+def _tokenizer(study: Study, log) -> Path:
+    path = study.root / "tokenizer"
+    if not (path / "vocab.txt").is_file():
+        from bertforge.vocab import train_vocab_from_corpus
+
+        log(f"training a {study.vocab_size}-piece vocabulary on the corpus ...")
+        with atomic_dir(path) as tmp:
+            train_vocab_from_corpus(study.corpus, study.vocab_size, tmp)
+    return path
+
+
+def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
+    from bertforge.train.settings import PretrainArgs
+
+    settings = dict(corpus=list(study.corpus), tokenizer=str(tokenizer), out=str(model_root(study, variant)),
+                    objective=variant.objective, preset=study.preset, seq_len=study.seq_len,
+                    batch_size=study.batch_size, max_steps=study.steps, lr=study.lr,
+                    warmup_steps=min(study.warmup_steps, study.steps), seed=study.seed,
+                    save_every=max(1, study.steps // 10), eval_every=max(1, study.steps // 10),
+                    log_every=max(1, min(20, study.steps // 10)), progress=study.progress, workers=2)
+    settings.update(variant.pretrain)
+    return PretrainArgs(**settings)
+
+
+def model_root(study: Study, variant: Variant) -> Path:
+    return study.root / "pretrain" / variant.name
+
+
+def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
+    root = model_root(study, variant)
+    if (root / "model" / "config.json").is_file():
+        return
+    if variant.kind == "random":
+        return _random_model(study, tokenizer, root)
+    if variant.kind == "word2vec":
+        return _word2vec_model(study, tokenizer, root, log)
+    from bertforge.data.prepare import prepare
+    from bertforge.train.pretrain import prepare_settings, pretrain
+
+    args = pretrain_args(study, variant, tokenizer)
+    settings = prepare_settings(args)
+    shared = study.root / "data" / ("packed" if not settings.nsp else "pairs" if settings.random_next else "consecutive")
+    prepare(args.corpus, tokenizer, shared, settings, workers=args.workers, progress=study.progress)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "data").exists():
+        os.symlink(os.path.relpath(shared, root), root / "data")  # every variant of a format reads the same data
+    log(f"pre-training {variant.name}: --objective {args.objective} {_flags(variant.pretrain)}".rstrip())
+    started = time.perf_counter()
+    result = pretrain(args)
+    if result.get("status") != "done":
+        raise KeyboardInterrupt
+    _add_timing(root, time.perf_counter() - started)
+
+
+def _add_timing(root: Path, seconds: float) -> None:
+    """Wall-clock of this pre-training session, added to the run's total (a resumed run adds its part)."""
+    path = root / "timing.json"
+    total = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+    atomic_write_text(path, json.dumps({"seconds": total + seconds}))
+
+
+def _random_model(study: Study, tokenizer: Path, root: Path) -> None:
+    """The floor: BERT at the study's size with no pre-training (BERT's initialisation, the study's seed)."""
+    from bertforge.config import BertConfig
+    from bertforge.model import BertForPreTraining
+    from bertforge.tokenization import BertTokenizer
+    from bertforge.train.checkpoint import save_model_dir
+
+    tok = BertTokenizer.from_pretrained(tokenizer)
+    torch.manual_seed(study.seed)
+    model = BertForPreTraining(BertConfig.preset(study.preset, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id))
+    save_model_dir(model, tok, root / "model")
+
+
+def _word2vec_model(study: Study, tokenizer: Path, root: Path, log) -> None:
+    """Skip-gram vectors (gensim) of the width of the study's model, on the same pieces of the same corpus."""
+    from bertforge.config import PRESETS
+    from bertforge.data.pretraining_data import InstanceStore
+    from bertforge.model.static import StaticConfig, train_word2vec
+    from bertforge.tokenization import BertTokenizer
+    from bertforge.train.checkpoint import save_model_dir
+
+    data = study.root / "data" / "packed"
+    if not (data / "meta.json").is_file():
+        from bertforge.data.prepare import prepare
+        from bertforge.train.pretrain import prepare_settings
+
+        args = pretrain_args(study, Variant("packed", "", objective="mlm"), tokenizer)
+        prepare(args.corpus, tokenizer, data, prepare_settings(args), workers=2, progress=study.progress)
+    store = InstanceStore(data, "train")
+    rows = store.rows(range(len(store)))
+    sequences = [row[1:n - 1].tolist() for row, n in zip(rows["tokens"], rows["lengths"])]
+    tok = BertTokenizer.from_pretrained(tokenizer)
+    log(f"training word2vec on {sum(map(len, sequences)):,} pieces ...")
+    model = train_word2vec(sequences, StaticConfig(tok.vocab_size, PRESETS[study.preset][1], seed=study.seed))
+    save_model_dir(model, tok, root / "model")
+
+
+def finetune_dir(study: Study, variant: Variant, task: TaskSpec, seed: int) -> Path:
+    """Where a variant's fine-tuning run on a task lands; variants that fine-tune the same model the same way
+    (``mask-80-10-10`` and ``bert``, ``size-mini`` and ``bert`` in a mini study) share one run."""
+    return study.root / "finetune" / _finetune_owner(study, variant) / task.name / f"seed-{seed}"
+
+
+def _finetune_owner(study: Study, variant: Variant) -> str:
+    known = variants_of(study.preset)
+
+    def key(v: Variant) -> tuple:
+        source = v.model_source
+        while known[source].model is not None:  # follow reuse chains to the run that trained the model
+            source = known[source].model
+        return source, v.frozen, tuple(sorted(v.finetune.items()))
+
+    return next(v.name for v in known.values() if key(v) == key(variant))
+
+
+def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, log) -> None:
+    out = finetune_dir(study, variant, task, seed)
+    if (out / "eval_results.json").is_file():
+        return
+    from bertforge.data.options import DataOptions
+    from bertforge.train.finetune import finetune
+    from bertforge.train.settings import FinetuneArgs
+
+    shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
+    log(f"fine-tuning {variant.name} on {task.name}, seed {seed}")
+    known = variants_of(study.preset)
+    args = FinetuneArgs(task=task.family, model=str(model_root(study, known[variant.model_source]) / "model"),
+                        train=task.train, dev=task.dev, test=task.test, out=str(out), epochs=study.epochs,
+                        lr=study.feature_lr if variant.frozen else study.finetune_lr,
+                        batch_size=study.finetune_batch_size, seeds=[seed],
+                        max_train_examples=study.max_train_examples, progress=study.progress,
+                        data=DataOptions(max_length=study.max_length), **variant.finetune)
+    started = time.perf_counter()
+    finetune(args)
+    atomic_write_text(out / "timing.json", json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def _flags(values: dict) -> str:
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in values.items())
