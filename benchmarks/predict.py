@@ -18,12 +18,12 @@ import warnings
 import torch
 
 from bertforge.data.fetch import fetch
-from bertforge.data.tasks import read_snli
+from bertforge.data.readers import read_snli
 from bertforge.io.weights import load_into
 from bertforge.model import BertForSequenceClassification
 from bertforge.tasks import DataOptions, get_task
 from bertforge.tokenization import BertTokenizer
-from bertforge.train.finetune import predict_examples
+from bertforge.inference.predictor import predict_examples
 from bertforge.train.optim import build_optimizer
 
 

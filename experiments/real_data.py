@@ -23,7 +23,7 @@ import torch
 from bertforge.config import BertConfig
 from bertforge.data.fetch import fetch
 from bertforge.data.peoples_daily import read_peoples_daily
-from bertforge.data.tasks import read_fasttext, read_labelled_lines, read_snli, split_examples
+from bertforge.data.readers import read_fasttext, read_labelled_lines, read_snli, split_examples
 from bertforge.model import BertForPreTraining
 from bertforge.tasks import DataOptions
 from bertforge.tokenization import BertTokenizer

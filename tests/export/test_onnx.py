@@ -19,8 +19,6 @@ from bertforge.inference import Predictor
 from bertforge.inference.onnx import OnnxModel
 from bertforge.model import (BertForMultipleChoice, BertForPreTraining, BertForQuestionAnswering,
                              BertForSequenceClassification, BertForTokenClassification, BertModel)
-from bertforge.model.feature_based import (BertFeatureBasedSequenceClassification,
-                                           BertFeatureBasedTokenClassification)
 from bertforge.model.task_model import TaskModel
 from bertforge.tasks import DataOptions
 
@@ -37,12 +35,7 @@ HEADS = {
     "choice": (BertForMultipleChoice, {"bertforge_task": "choice"}, 2),
     "tag": (BertForTokenClassification, labelled("tag", TAGS), 2),
     "qa": (BertForQuestionAnswering, {"bertforge_task": "qa"}, 2),
-    "tag-frozen-concat-last-4": (BertFeatureBasedTokenClassification,
-                                 {**labelled("tag", TAGS), "bertforge_features": "concat-last-4"}, 4),
-    "classify-frozen-scalar-mix": (BertFeatureBasedSequenceClassification,
-                                   {**labelled("classify"), "bertforge_features": "scalar-mix"}, 2),
-    "tag-frozen-last": (BertFeatureBasedTokenClassification,
-                        {**labelled("tag", TAGS), "bertforge_features": "last"}, 2),
+    "task-model-tag-frozen-last": (TaskModel, {**labelled("tag", TAGS), "features": "last", "frozen": True}, 2),
     # TaskModel (task.json): BERT's features, frozen or fine-tuned, maybe through a BiLSTM, to a task layer
     "task-model-tag-frozen-concat-last-4": (TaskModel, {**labelled("tag", TAGS), "features": "concat-last-4",
                                                         "frozen": True}, 4),

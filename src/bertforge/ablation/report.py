@@ -114,8 +114,11 @@ def judge(results: dict, study: Study) -> list[dict]:
                 continue
             margin = max(a["std"], b["std"])
             diff = a["mean"] - b["mean"]
-            verdict = "holds" if diff > margin else "does not hold (reversed)" if -diff > margin else \
-                "not resolved (within one std)"
+            if min(len(a["per_seed"]), len(b["per_seed"])) < 2:
+                verdict = "not resolved (one seed: no spread to compare with)"
+            else:
+                verdict = "holds" if diff > margin else "does not hold (reversed)" if -diff > margin else \
+                    "not resolved (within one std)"
             verdicts.append({"claim": claim, "task": task.name, "higher": high, "lower": low,
                              "difference": diff, "margin": margin, "verdict": verdict})
     sizes = [variants.get(f"size-{s}", {}).get("pretrain", {}).get("eval_perplexity") for s in ("tiny", "mini", "small")]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from bertforge.ablation.plan import Study, TaskSpec, Variant, variants_of
+from bertforge.config import PRESETS
 from bertforge.io.atomic import atomic_dir, atomic_write_text
 
 LAYOUT = """OUT/tokenizer                    the vocabulary every variant shares
@@ -171,12 +172,16 @@ def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, log) ->
     shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
     log(f"fine-tuning {variant.name} on {task.name}, seed {seed}")
     known = variants_of(study.preset)
+    overrides = dict(variant.finetune)
+    if overrides.get("features") == "concat-last-4" and PRESETS[study.preset][0] < 4:
+        overrides["features"] = "scalar-mix"  # a model of fewer than 4 layers: mix them all instead
+        log(f"  ({study.preset} has {PRESETS[study.preset][0]} layers: scalar-mix instead of concat-last-4)")
     args = FinetuneArgs(task=task.family, model=str(model_root(study, known[variant.model_source]) / "model"),
                         train=task.train, dev=task.dev, test=task.test, out=str(out), epochs=study.epochs,
                         lr=study.feature_lr if variant.frozen else study.finetune_lr,
                         batch_size=study.finetune_batch_size, seeds=[seed],
                         max_train_examples=study.max_train_examples, progress=study.progress,
-                        data=DataOptions(max_length=study.max_length), **variant.finetune)
+                        data=DataOptions(max_length=study.max_length), **overrides)
     started = time.perf_counter()
     finetune(args)
     atomic_write_text(out / "timing.json", json.dumps({"seconds": time.perf_counter() - started}))

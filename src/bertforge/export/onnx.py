@@ -40,8 +40,6 @@ from bertforge.export.layout import COPIED, DEFAULT_OPSET, MANIFEST, ONNX_FILES,
 from bertforge.io.atomic import atomic_dir
 from bertforge.model import (BertForMultipleChoice, BertForPreTraining, BertForQuestionAnswering,
                              BertForSequenceClassification, BertForTokenClassification, BertModel)
-from bertforge.model.feature_based import (BertFeatureBasedSequenceClassification,
-                                           BertFeatureBasedTokenClassification)
 from bertforge.model.task_model import TASK_FILE, BertFeatures, TaskModel
 
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -52,10 +50,8 @@ OUTPUTS: dict[type, dict[str, tuple[str | None, ...]]] = {
     BertModel: {"last_hidden_state": (B, T, None), "pooler_output": (B, None)},
     BertForPreTraining: {"prediction_logits": (B, T, None), "seq_relationship_logits": (B, None)},
     BertForSequenceClassification: {"logits": (B, None)},
-    BertFeatureBasedSequenceClassification: {"logits": (B, None)},
     BertForMultipleChoice: {"logits": (B, "choices")},
     BertForTokenClassification: {"logits": (B, T, None)},
-    BertFeatureBasedTokenClassification: {"logits": (B, T, None)},
     BertForQuestionAnswering: {"start_logits": (B, T), "end_logits": (B, T)},
 }
 # TaskModel (a task layer, maybe after a BiLSTM, on BERT's features; frozen or not): outputs by its kind.

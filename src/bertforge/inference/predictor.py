@@ -116,10 +116,7 @@ class Predictor:
         else:
             config = read_config(path)
             task = task_of(config, path)
-            architecture = (config.extra.get("architectures") or [""])[0]
-            head = task.feature_head if task.feature_head and "FeatureBased" in architecture else \
-                task.head_class(model_type(path))
-            model = head.from_pretrained(path)
+            model = task.head_class(model_type(path)).from_pretrained(path)
         return cls(task, model.to(device), BertTokenizer.from_pretrained(path), torch.device(device))
 
     @classmethod

@@ -110,8 +110,7 @@ class ServedModel:
         config = BertConfig.from_json_file(path / "config.json")
         tokenizer = BertTokenizer.from_pretrained(path)
         architecture = (config.extra.get("architectures") or [""])[0]
-        heads = {t.head.__name__ for t in TASKS.values()} | {t.feature_head.__name__ for t in TASKS.values()
-                                                             if t.feature_head is not None}
+        heads = {t.head.__name__ for t in TASKS.values()}
         if (config.extra.get("bertforge_task") is not None or architecture in heads
                 or (path / TASK_FILE).is_file()):
             predictor = Predictor.load(path, device=device, backend=backend)

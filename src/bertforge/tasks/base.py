@@ -23,7 +23,6 @@ class Task:
 
     name: str
     heads: dict[str, str]  # model family -> the name of its head class for this task (see ``head_class``)
-    feature_head: type | None = None  # the frozen-encoder (feature-based) variant, where there is one
     selection_metric: str  # the dev metric that picks the best epoch and seed
     has_labels = True  # a label vocabulary (id2label) is learned from the training data
     input_fields: tuple[str, ...] = ("text",)  # the JSON fields of one prediction input

@@ -14,7 +14,6 @@ from bertforge import metrics
 from bertforge.data import readers
 from bertforge.data.examples import TextExample
 from bertforge.errors import DataFormatError
-from bertforge.model.feature_based import BertFeatureBasedSequenceClassification
 from bertforge.tasks.base import Task, id2label
 from bertforge.tasks.features import EncodedTexts, Feature, check_max_length, pack, truncated_lengths
 from bertforge.data.options import DataOptions
@@ -88,7 +87,7 @@ def encode_text(tokenizer: BertTokenizer, examples: Sequence[TextExample], label
 
 
 class ClassifyTask(Task):
-    name, feature_head, selection_metric = "classify", BertFeatureBasedSequenceClassification, "accuracy"
+    name, selection_metric = "classify", "accuracy"
     heads = {"bert": "BertForSequenceClassification", "xlnet": "XLNetForSequenceClassification"}
     input_fields = ("text", "text_pair")
 
@@ -130,7 +129,7 @@ class ClassifyTask(Task):
 
 
 class RegressTask(ClassifyTask):
-    name, feature_head, selection_metric, has_labels = "regress", None, "spearman", False
+    name, selection_metric, has_labels = "regress", "spearman", False
 
     def read(self, path, opts):
         return read_text_examples(path, opts, regression=True)

@@ -58,10 +58,13 @@ class LstmLayer(nn.Module):
         h, c = state  # (B, P), (B, cell)
         if x.shape[1] == 0:
             return x.new_zeros(x.shape[0], 0, self.output_dim), (h, c)
-        gates_x = self.input_linear(x)  # (B, T, 4 cell), all steps at once
+        # (B, 4 cell) per step, all steps projected at once; unbind (not x[:, t]) keeps the backward pass
+        # linear in T: indexing one step at a time makes autograd allocate a whole (B, T, .) gradient per step.
+        gates_x = self.input_linear(x).unbind(1)
+        live_at = mask[..., None].unbind(1)  # (B, 1) per step
         outputs = []
-        for t in range(x.shape[1]):
-            i, f, g, o = (gates_x[:, t] + self.state_linear(h)).chunk(4, dim=-1)
+        for gates, live in zip(gates_x, live_at):
+            i, f, g, o = (gates + self.state_linear(h)).chunk(4, dim=-1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             if self.cell_clip:
                 c_new = c_new.clamp(-self.cell_clip, self.cell_clip)
@@ -70,8 +73,7 @@ class LstmLayer(nn.Module):
                 h_new = self.projection(h_new)
                 if self.proj_clip:
                     h_new = h_new.clamp(-self.proj_clip, self.proj_clip)
-            live = mask[:, t, None]  # (B, 1): rows past their end keep their state
-            h, c = torch.where(live, h_new, h), torch.where(live, c_new, c)
+            h, c = torch.where(live, h_new, h), torch.where(live, c_new, c)  # rows past their end keep their state
             outputs.append(h_new * live)
         return torch.stack(outputs, dim=1), (h, c)  # (B, T, P)
 
