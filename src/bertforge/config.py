@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertforge.errors import ConfigError, require_file
+from bertforge.errors import ConfigError
 from bertforge.io.atomic import atomic_write_text
+from bertforge.io.jsonl import read_json_object
 
 # layers, hidden, heads (Google's released BERT family; intermediate = 4 * hidden).
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -114,14 +115,7 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
-        path = require_file(path, what="config file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path), source=str(path))
 
     def to_json_file(self, path: str | os.PathLike, **overrides: Any) -> None:
         """Write config.json atomically; ``overrides`` set extra keys (e.g. architectures)."""

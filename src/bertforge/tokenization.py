@@ -20,6 +20,7 @@ from tokenizers.models import WordPiece
 
 from bertforge.errors import DataFormatError, PathError, require_dir
 from bertforge.io.atomic import atomic_write_text
+from bertforge.io.jsonl import read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -338,12 +339,4 @@ def _token_content(value: str | dict[str, Any]) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a file, or {} when the file is absent."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"not a valid JSON file: {e}", path=path) from None
-    if not isinstance(data, dict):
-        raise DataFormatError(f"expected a JSON object, got {type(data).__name__}", path=path)
-    return data
+    return read_json_object(path) if path.is_file() else {}

@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bertforge.ablation.plan import PAPER_MIXES, MIXES, Study, Variant, variants_of
+from bertforge.ablation.plan import PAPER_MIXES, MIXES, Study, variants_of
 from bertforge.io.atomic import atomic_path, atomic_write_text
 
 METRIC = {"classify": "accuracy", "regress": "spearman", "choice": "accuracy", "tag": "f1", "qa": "f1"}

@@ -13,7 +13,6 @@ import re
 import string
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

@@ -47,3 +47,20 @@ def parse_jsonl(lines: Iterable[tuple[int, str]], path: str | os.PathLike, *,
             warnings.warn(f"{path}:{lineno}: skipping a broken line: {line[:80]!r}", stacklevel=2)
         else:
             raise DataFormatError(problem, path=path, line=lineno)
+
+
+def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
+    """The JSON object in a file (config.json, tokenizer_config.json, task.json...); a ConfigError naming the
+    file otherwise."""
+    from bertforge.errors import ConfigError, require_file
+
+    path = require_file(path, what=what)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 ({e.reason} at byte {e.start})", source=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a JSON object, got {type(data).__name__}", source=path)
+    return data

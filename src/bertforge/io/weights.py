@@ -88,17 +88,22 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
         raise CheckpointError(f"{source}: checkpoint lacks encoder weights: {', '.join(broken[:8])}"
                               + (f" and {len(broken) - 8} more" if len(broken) > 8 else ""))
     model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in renamed.items()}})
+    warn_fresh(source, missing, mismatched, unexpected)
+    return sorted(missing + list(mismatched))
+
+
+def warn_fresh(source: str, missing: list[str], mismatched: dict[str, tuple], unexpected: list[str]) -> None:
+    """One warning each for weights newly initialised (missing or of another shape) and tensors ignored."""
     if missing:
         warnings.warn(f"{source}: {len(missing)} weights not in the checkpoint were newly initialised "
-                      f"(train them before use): {', '.join(missing)}", stacklevel=3)
+                      f"(train them before use): {', '.join(missing)}", stacklevel=4)
     if mismatched:
         listed = ", ".join(f"{n} (checkpoint {a}, model {b})" for n, (a, b) in sorted(mismatched.items()))
         warnings.warn(f"{source}: {len(mismatched)} weights whose shape differs from the checkpoint were "
-                      f"newly initialised (train them before use): {listed}", stacklevel=3)
+                      f"newly initialised (train them before use): {listed}", stacklevel=4)
     if unexpected:
         warnings.warn(f"{source}: ignored {len(unexpected)} checkpoint tensors the model does not use: "
-                      f"{', '.join(sorted(unexpected))}", stacklevel=3)
-    return sorted(missing + list(mismatched))
+                      f"{', '.join(sorted(unexpected))}", stacklevel=4)
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:

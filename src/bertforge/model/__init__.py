@@ -8,7 +8,7 @@ from bertforge.model.outputs import (BertOutput, CausalLMOutput, MultipleChoiceM
 from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.pretraining import BertForPreTraining, BertLMHeadModel
 
-__all__ = ["BertModel", "BertForPreTraining", "BertLMHeadModel", "BertPreTrainedModel", "BertOutput", "PreTrainingOutput",
-           "BertForSequenceClassification", "BertForMultipleChoice", "BertForTokenClassification",
-           "BertForQuestionAnswering", "SequenceClassifierOutput", "MultipleChoiceModelOutput",
-           "TokenClassifierOutput", "QuestionAnsweringOutput"]
+__all__ = ["BertModel", "BertForPreTraining", "BertLMHeadModel", "BertPreTrainedModel", "BertOutput",
+           "PreTrainingOutput", "CausalLMOutput", "BertForSequenceClassification", "BertForMultipleChoice",
+           "BertForTokenClassification", "BertForQuestionAnswering", "SequenceClassifierOutput",
+           "MultipleChoiceModelOutput", "TokenClassifierOutput", "QuestionAnsweringOutput"]

@@ -3,13 +3,13 @@ becomes each family's config, and how to read a directory's config whatever its 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from bertforge.config import PRESETS, BertConfig
-from bertforge.errors import ConfigError, require_file
+from bertforge.errors import ConfigError
+from bertforge.io.jsonl import read_json_object
 
 FAMILIES = ("bert", "xlnet", "elmo", "static")
 _CHAR_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]  # ELMo's, cut to size
@@ -18,12 +18,8 @@ _CHAR_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 10
 def model_type(path: str | os.PathLike) -> str:
     """``model_type`` of a model directory's (or a config file's) config.json; "bert" when absent."""
     path = Path(path)
-    path = require_file(path / "config.json" if path.is_dir() else path, what="config file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"not valid JSON: {e}", source=path) from None
-    kind = data.get("model_type", "bert") if isinstance(data, dict) else None
+    path = path / "config.json" if path.is_dir() else path
+    kind = read_json_object(path).get("model_type", "bert")
     if kind not in FAMILIES:
         raise ConfigError(f"model_type {kind!r} is not one bertforge trains", source=path,
                           hint=f"bertforge reads {', '.join(FAMILIES)}")

@@ -16,6 +16,24 @@ from bertforge.io import weights
 M = TypeVar("M", bound="BertPreTrainedModel")
 
 
+@torch.no_grad()
+def init_modules(model: nn.Module, std: float, zero_padding: bool) -> None:
+    """transformers' initialisation: normal(0, std) Linear and Embedding weights (the padding row zeroed when
+    ``zero_padding``), zero Linear biases, LayerNorm weight 1 and bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+            if zero_padding and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+
 class BertPreTrainedModel(nn.Module):
     """Base of BertModel and every head model. Heads hold the encoder as ``self.bert``."""
 
@@ -29,19 +47,7 @@ class BertPreTrainedModel(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """BERT's initialisation: normal(0, initializer_range) weights, zero biases, LayerNorm 1/0."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(0.0, std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(0.0, std)
-                if module.padding_idx is not None:
-                    module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
+        init_modules(self, self.config.initializer_range, zero_padding=True)
         for name, param in self.named_parameters():
             if name.endswith("predictions.bias"):  # the MLM output bias lives outside any Linear
                 param.zero_()

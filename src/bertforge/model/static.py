@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertforge.errors import ConfigError, require_file
+from bertforge.errors import ConfigError
 from bertforge.io.atomic import atomic_write_text
+from bertforge.io.jsonl import read_json_object
 from bertforge.io.weights import read_state_dict, save_state_dict
 
 
@@ -41,7 +42,7 @@ class StaticConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "StaticConfig":
-        data = json.loads(require_file(path, what="config file").read_text(encoding="utf-8"))
+        data = read_json_object(path)
         data.pop("model_type", None)
         data.pop("architectures", None)
         try:

@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bertforge.errors import ConfigError, UsageError
 from bertforge.io.atomic import atomic_write_text
+from bertforge.io.jsonl import read_json_object
 from bertforge.io.weights import read_state_dict, save_state_dict
 from bertforge.model.bert import BertModel, sentence_vector
 from bertforge.model.heads import choice_loss, problem_type, sequence_loss, span_loss, token_loss
@@ -186,7 +187,7 @@ class TaskModel(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike) -> "TaskModel":
         """A fine-tuned task model saved by ``save_pretrained``."""
         path = Path(path)
-        settings = json.loads((path / TASK_FILE).read_text(encoding="utf-8"))
+        settings = read_json_object(path / TASK_FILE, what="task file")
         model = cls(_encoder(path, settings, pretrained=False), settings)
         state = read_state_dict(path)
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from bertforge.data.corpus import read_documents
-from bertforge.data.prepare import PrepareSettings, prepare, special_ids
+from bertforge.data.prepare import PrepareSettings, prepare
 from bertforge.data.pretraining_data import InstanceStore, PretrainingBatches, eval_batches
 from bertforge.errors import CheckpointError, DataFormatError, UsageError, require_file
 from bertforge.io.atomic import atomic_dir, atomic_write_text
@@ -91,7 +91,7 @@ class PretrainRecipe:
         self.scheduler = build_schedule(self.optimizer, min(args.warmup_steps, args.max_steps), args.max_steps,
                                         args.schedule)
         self.stepper = Stepper(rt, self.model, self.optimizer, self.scheduler, self.objective.loss_names,
-                               args.clip_norm, args.max_non_finite)
+                               args.clip_norm, args.max_non_finite, compile=args.compile)
         self.run_config = self._run_config(self.model.config)
         self.start = self._resume()
 

@@ -10,7 +10,6 @@ a forget bias of 1.0 at run time; we split the kernel, reorder the gates and fol
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ def load_bilm_tf_weights(model: ElmoBiLM, path: str | os.PathLike) -> None:
 
 def _map_weights(model: ElmoBiLM, read) -> dict[str, np.ndarray]:
     """Our parameter names -> arrays from the file, in our layouts."""
-    cnn, cfg = model.char_cnn, model.config
+    cfg = model.config
     out: dict[str, np.ndarray] = {}
     chars = read("char_embed", (cfg.n_characters - 1, cfg.char_embedding_dim))
     out["char_cnn.char_embedding.weight"] = np.concatenate([np.zeros_like(chars[:1]), chars])

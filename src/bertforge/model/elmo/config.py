@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bertforge.io.atomic import atomic_write_text
+from bertforge.io.jsonl import read_json_object
 from bertforge.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh")
@@ -80,7 +81,7 @@ class ElmoConfig:
     @classmethod
     def from_options_json(cls, path: str | os.PathLike) -> "ElmoConfig":
         """bilm-tf's options.json; optional keys take bilm-tf's defaults (no highway, 1 layer, no clipping)."""
-        options = _read_json(Path(path))
+        options = read_json_object(path, what="options file")
 
         def get(dotted: str, default: Any = ...) -> Any:
             node: Any = options
@@ -138,16 +139,7 @@ class ElmoConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ElmoConfig":
-        return cls.from_dict(_read_json(Path(path)), source=path)
+        return cls.from_dict(read_json_object(path), source=path)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError("no such file", source=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=path) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a JSON object, got {type(data).__name__}", source=path)
-    return data
+

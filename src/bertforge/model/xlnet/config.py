@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bertforge.io.atomic import atomic_write_text
+from bertforge.io.jsonl import read_json_object
 from bertforge.errors import ConfigError
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu", "swish")
@@ -114,16 +115,7 @@ class XLNetConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "XLNetConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("no such config file", source=path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"not valid JSON: {e}", source=path) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"expected a JSON object, got {type(data).__name__}", source=path)
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_json_object(path), source=path)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"architectures": ["XLNetModel"]}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.errors import UsageError
-from bertforge.model.heads import BertForSequenceClassification, check_class_ids, resolve_labels
+from bertforge.model.heads import BertForSequenceClassification, LabelMaps, check_class_ids, resolve_labels
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
 from bertforge.model.xlnet.config import XLNetConfig
@@ -65,18 +65,10 @@ class XLNetSequenceSummary(nn.Module):
         return self.last_dropout(self.activation(self.summary(self.first_dropout(x))))
 
 
-class XLNetLabelledModel(XLNetPreTrainedModel):
+class XLNetLabelledModel(LabelMaps, XLNetPreTrainedModel):
     """What the heads with ``num_labels`` classes share: the label maps."""
 
     num_labels: int
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return {int(i): name for i, name in self.config.extra["id2label"].items()}
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: int(i) for name, i in self.config.extra["label2id"].items()}
 
 
 class XLNetForSequenceClassification(XLNetLabelledModel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +16,8 @@ import torch
 from torch import nn
 
 from bertforge.errors import CheckpointError, ConfigError, require_dir
-from bertforge.io.weights import read_state_dict, save_state_dict
+from bertforge.io.weights import read_state_dict, save_state_dict, warn_fresh
+from bertforge.model.pretrained import init_modules
 from bertforge.model.xlnet.attention import RelativeAttention
 from bertforge.model.xlnet.config import XLNetConfig
 
@@ -39,17 +39,9 @@ class XLNetPreTrainedModel(nn.Module):
         """transformers' initialisation: normal(0, initializer_range) for every matrix, vector and
         embedding (relative-attention biases and mask_emb included), zero Linear biases, LayerNorm 1/0."""
         std = self.config.initializer_range
+        init_modules(self, std, zero_padding=False)
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(0.0, std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(0.0, std)
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
-            elif isinstance(module, RelativeAttention):
+            if isinstance(module, RelativeAttention):
                 for p in module.parameters(recurse=False):
                     p.normal_(0.0, std)
         for name, p in self.named_parameters(remove_duplicate=False):
@@ -148,13 +140,4 @@ def load_weights(model: XLNetPreTrainedModel, state: dict[str, torch.Tensor], so
     with torch.no_grad():
         for name, tensor in matched.items():
             own[name].copy_(tensor)
-    if missing:
-        warnings.warn(f"{source}: {len(missing)} weights not in the checkpoint were newly initialised "
-                      f"(train them before use): {', '.join(missing)}", stacklevel=3)
-    if mismatched:
-        listed = ", ".join(f"{n} (checkpoint {a}, model {b})" for n, (a, b) in sorted(mismatched.items()))
-        warnings.warn(f"{source}: {len(mismatched)} weights whose shape differs from the checkpoint were "
-                      f"newly initialised (train them before use): {listed}", stacklevel=3)
-    if unexpected:
-        warnings.warn(f"{source}: ignored {len(unexpected)} checkpoint tensors the model does not use: "
-                      f"{', '.join(sorted(unexpected))}", stacklevel=3)
+    warn_fresh(source, missing, mismatched, unexpected)
