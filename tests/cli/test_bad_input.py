@@ -327,6 +327,25 @@ CASES = [
     C("predict-input-not-utf8", predict({"--input": "{latin1_txt}"}), "latin1_txt", (AtLine("{latin1_txt}", 2),)),
     C("predict-output-is-a-directory", predict({"--output": "{own}"}), "empty_dir", ("--output", "{own}")),
     C("predict-model-missing", predict({"--model": "{tmp}/missing-model"}), None, ("--model", "missing-model")),
+    # the models BERT is compared with, and the ablation variants
+    C("pretrain-plm-from-a-bert-checkpoint", pretrain(objective="plm", init_from="{pt_model}"), "pt_model",
+      ("--init-from", "bert", "plm")),
+    C("pretrain-arch-contradicts-objective", pretrain(arch="elmo", objective="mlm"), None, ("--arch", "elmo")),
+    C("pretrain-no-nsp-contradicts-objective", pretrain(no_nsp=None, objective="ltr") + ("--no-nsp",), None,
+      ("--no-nsp", "ltr")),
+    C("pretrain-mask-spans-with-ltr", pretrain(objective="ltr") + ("--mask-spans",), None, ("--mask-spans", "ltr")),
+    C("pretrain-mask-mix-not-100", pretrain(mask_mix="80,20,10"), None, ("--mask-mix", "100")),
+    C("pretrain-plm-k-0", pretrain(objective="plm", plm_k="0"), None, ("--plm-k",)),
+    C("generate-on-a-masked-lm", ("generate", "--model", "{pt_model}", "the cat"), "pt_model",
+      ("--model", "left-to-right")),
+    C("finetune-features-without-freeze", finetune({"--features": "scalar-mix"}), None,
+      ("--features", "--freeze-encoder")),
+    C("ablate-unknown-variant", ("ablate", "--corpus", "{corpus}", "--task", "x=classify:{lines_txt},{lines_txt}",
+                                 "--out", "{tmp}/study", "--variants", "gpt5"), None, ("--variants", "gpt5", "bert")),
+    C("ablate-task-without-dev", ("ablate", "--corpus", "{corpus}", "--task", "x=classify:{lines_txt}", "--out",
+                                  "{tmp}/study"), None, ("--task", "no dev file")),
+    C("ablate-steps-0", ("ablate", "--corpus", "{corpus}", "--task", "x=classify:{lines_txt},{lines_txt}", "--out",
+                         "{tmp}/study", "--steps", "0"), None, ("--steps",)),
 ]
 
 # Valid commands, one per family the cases vary: each must succeed (exit 0).

@@ -217,3 +217,57 @@ def test_head_size_mismatch_needs_ignore_mismatched_sizes(model_dir, sentiment, 
     config = json.loads((tmp_path / "y" / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"}
     assert load_file(tmp_path / "y" / "model" / "model.safetensors")["classifier.weight"].shape == (3, 64)
+
+
+def test_two_gloo_processes_fine_tune_as_one_with_twice_the_batch_and_accumulation_too(model_dir, sentiment,
+                                                                                       tmp_path):
+    """Fine-tuning shares pre-training's runtime: DDP through torchrun and --grad-accum give the update of the
+    undivided batch (the loss is the mean over the global batch's examples)."""
+    import os
+    import subprocess
+    import sys
+
+    train, dev = sentiment
+    common = ["finetune", "--task", "classify", "--model", str(model_dir), "--train", str(train), "--dev", str(dev),
+              "--epochs", "1", "--lr", "1e-3", "--dropout", "0", "--max-train-examples", "64", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"one": [sys.executable, "-m", "bertforge", *common, "--batch-size", "16", "--out", str(tmp_path / "one")],
+            "accum": [sys.executable, "-m", "bertforge", *common, "--batch-size", "8", "--grad-accum", "2",
+                      "--out", str(tmp_path / "accum")],
+            "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                    "bertforge", *common, "--batch-size", "8", "--out", str(tmp_path / "two")]}
+    for name, argv in runs.items():
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, name + done.stdout[-2000:] + done.stderr[-2000:]
+    weights = {name: load_file(tmp_path / name / "model" / "model.safetensors") for name in runs}
+    start = load_file(model_dir / "model.safetensors")
+    moved = max((weights["one"][k] - start["bert." + k if "bert." + k in start else k]).abs().max().item()
+                for k in weights["one"] if (k in start or "bert." + k in start))
+    assert moved > 1e-4  # the update is real
+    for name in ("accum", "two"):
+        assert max((weights["one"][k] - weights[name][k]).abs().max().item() for k in weights["one"]) < 1e-5, name
+
+
+def test_a_squad_v2_model_answers_no_answer_through_predict_and_evaluate(model_dir, tmp_path):
+    """SQuAD 2.0 is recorded in the model's config at fine-tuning, so predict (whose inputs carry no
+    is_impossible flag) can answer "" too."""
+    context = "Alice lives in Paris . Bob lives in London ."
+    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": f"q{i}", "question": f"Where does {who} live ?", "is_impossible": who not in context,
+         "answers": [] if who not in context else [{"text": city, "answer_start": context.index(city)}]}
+        for i, (who, city) in enumerate([("Alice", "Paris"), ("Bob", "London"), ("Carol", ""), ("Dave", "")] * 4)]}]}]}
+    squad = tmp_path / "v2.json"
+    squad.write_text(json.dumps(data))
+    finetune(FinetuneArgs(task="qa", model=str(model_dir), train=str(squad), dev=str(squad), out=str(tmp_path / "qa"),
+                          epochs=1, lr=1e-3, batch_size=8, progress=False, data=DataOptions(max_length=64)))
+    config = json.loads((tmp_path / "qa" / "model" / "config.json").read_text())
+    assert config["bertforge_squad_v2"] is True
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, [{"question": "Where does Carol live ?", "context": context}])
+    predictor = Predictor.load(tmp_path / "qa" / "model")
+    # a threshold below any score difference: the null answer always wins on a v2 model
+    predictor.predict_file(questions, tmp_path / "a.jsonl", DataOptions(max_length=64, null_threshold=-1e9))
+    assert json.loads((tmp_path / "a.jsonl").read_text())["answer"] == ""
+    predictor.predict_file(questions, tmp_path / "b.jsonl", DataOptions(max_length=64, null_threshold=1e9))
+    assert json.loads((tmp_path / "b.jsonl").read_text())["answer"] != ""  # never null: a span of the context
+    assert predictor.evaluate(squad, DataOptions(max_length=64, null_threshold=-1e9))["exact_match"] == 50.0

@@ -216,6 +216,8 @@ def _finetune(args: argparse.Namespace) -> None:
     from bertforge.train.finetune import finetune
 
     summary = finetune(settings)
+    if not summary:  # a process other than rank 0 of a torchrun job: rank 0 reports
+        return
     shown = {k: v for k, v in summary.items() if isinstance(v, float) and not k.endswith("_std")}
     print(f"{summary['split']} ({len(summary['seeds'])} seed(s)): " + ", ".join(
         f"{k} {v:.4f} ± {summary[k + '_std']:.4f}" for k, v in shown.items()))
