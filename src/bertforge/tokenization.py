@@ -248,6 +248,11 @@ class BertTokenizer:
         """WordPiece ids of each text, without special tokens or truncation (a parallel batch call)."""
         return [e.ids for e in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
 
+    def words(self, text: str) -> list[str]:
+        """The words of a text as BERT's normaliser and pre-tokenizer cut them (before WordPiece)."""
+        tok = self._tokenizer
+        return [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))]
+
     def tokenize(self, text: str) -> list[str]:
         """WordPiece pieces of a text, without special tokens."""
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
