@@ -75,8 +75,8 @@ def run_demo(out: str = "runs/demo", max_steps: int | None = None) -> None:
         fresh = BertForPreTraining.from_pretrained(minilm)
     trained = BertForPreTraining.from_pretrained(result["model"])
     first, last = result["first_eval"], result["final_eval"]
-    print(f"\nDone in {(time.perf_counter() - start) / 60:.1f} min. Held-out masked-LM accuracy (15% of tokens "
-          f"masked): {first['eval_mlm_accuracy']:.1%} at step 0 -> {last['eval_mlm_accuracy']:.1%} "
+    print(f"\nDone in {(time.perf_counter() - start) / 60:.1f} min. Held-out masked LM, at the [MASK]ed positions: "
+          f"{first['eval_masked_accuracy']:.1%} right at step 0 -> {last['eval_masked_accuracy']:.1%} "
           f"(perplexity {first['eval_perplexity']:,.0f} -> {last['eval_perplexity']:,.1f})")
     print(f"\nCloze on documents never trained on: {len(items)} sentences, one word masked, never one of the "
           f"{FREQUENT} most frequent words (top-1 / top-5 right):")

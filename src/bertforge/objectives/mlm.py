@@ -87,11 +87,18 @@ class MaskedLM(Objective):
         return {"mlm": self._forward(model, batch).mlm_loss}
 
     def eval_sums(self, model, batch):
-        out = self._forward(model, batch)
-        targets = batch["labels"][batch["labels"] != IGNORE_INDEX]
+        return self._mlm_sums(self._forward(model, batch), batch)
+
+    def _mlm_sums(self, out, batch) -> dict[str, tuple[float, int]]:
+        """Loss and accuracy over the predicted positions, and the accuracy at the [MASK]ed ones alone (the
+        10% left unchanged can be copied, so the first accuracy flatters a model that merely copies)."""
+        chosen = batch["labels"] != IGNORE_INDEX
+        targets = batch["labels"][chosen]
+        right = out.prediction_logits.argmax(-1) == targets
+        at_mask = batch["input_ids"][chosen] == self.special.mask
         n = targets.numel()
-        return {"mlm_loss": (out.mlm_loss.item() * n, n),
-                "mlm_accuracy": ((out.prediction_logits.argmax(-1) == targets).sum().item(), n)}
+        return {"mlm_loss": (out.mlm_loss.item() * n, n), "mlm_accuracy": (right.sum().item(), n),
+                "masked_accuracy": ((right & at_mask).sum().item(), int(at_mask.sum()))}
 
 
 @dataclass
@@ -120,12 +127,8 @@ class MaskedLMWithNSP(MaskedLM):
 
     def eval_sums(self, model, batch):
         out = self._forward(model, batch)
-        targets = batch["labels"][batch["labels"] != IGNORE_INDEX]
-        n, b = targets.numel(), len(batch["input_ids"])
         nsp_right = (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
-        return {"mlm_loss": (out.mlm_loss.item() * n, n),
-                "mlm_accuracy": ((out.prediction_logits.argmax(-1) == targets).sum().item(), n),
-                "nsp_accuracy": (nsp_right, b)}
+        return {**self._mlm_sums(out, batch), "nsp_accuracy": (nsp_right, len(batch["input_ids"]))}
 
 
 @dataclass
