@@ -10,6 +10,7 @@ import torch
 from bertforge.data.batching import length_sorted_batches, pad_rows
 from bertforge.errors import UsageError
 from bertforge.model import BertModel
+from bertforge.model.unpadded import to_device
 from bertforge.tokenization import BertTokenizer
 
 Pooling = Literal["cls", "pooler", "mean"]
@@ -18,11 +19,14 @@ Pooling = Literal["cls", "pooler", "mean"]
 @torch.no_grad()
 def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
            text_pairs: Sequence[str] | None = None, *, pooling: Pooling = "mean", max_length: int = 512,
-           max_tokens: int = 8192, max_batch_size: int = 64, normalize: bool = False) -> torch.Tensor:
+           max_tokens: int = 8192, max_batch_size: int = 64, normalize: bool = False,
+           compile: bool = False) -> torch.Tensor:
     """One vector per input (N, H), in input order.
 
     ``pooling``: ``"mean"`` over real tokens (what sentence encoders such as MiniLM are trained with),
-    ``"cls"`` the final [CLS] vector, or ``"pooler"`` BERT's tanh pooler output.
+    ``"cls"`` the final [CLS] vector, or ``"pooler"`` BERT's tanh pooler output. Batches of similar
+    lengths; what padding remains is skipped by the encoder (``model/unpadded.py``). ``compile``: run the
+    model through ``torch.compile`` (slower on CPU, where the compiled graph runs padded; for GPUs).
     """
     if pooling not in ("mean", "cls", "pooler"):
         raise UsageError(f"pooling must be 'mean', 'cls' or 'pooler', got {pooling!r}", flag="--pooling")
@@ -35,13 +39,15 @@ def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
     model.eval()
     device = next(model.parameters()).device
     out = torch.empty(len(ids), model.config.hidden_size)
+    net = torch.compile(model, dynamic=True) if compile else model
     try:
         for batch in length_sorted_batches([len(r) for r in ids], max_tokens, max_batch_size):
             rows = [ids[i] for i in batch]
-            input_ids = torch.from_numpy(pad_rows(rows, tokenizer.pad_token_id)).to(device)
-            mask = torch.from_numpy(pad_rows([[1] * len(r) for r in rows], 0)).to(device)
-            token_types = torch.from_numpy(pad_rows([types[i] for i in batch], 0)).to(device)
-            result = model(input_ids, token_types, mask)
+            # to_device keeps host copies: the model reads the row lengths without waiting for the device
+            input_ids = to_device(torch.from_numpy(pad_rows(rows, tokenizer.pad_token_id)), device)
+            mask = to_device(torch.from_numpy(pad_rows([[1] * len(r) for r in rows], 0)), device)
+            token_types = to_device(torch.from_numpy(pad_rows([types[i] for i in batch], 0)), device)
+            result = net(input_ids, token_types, mask)
             if pooling == "mean":
                 weights = mask.unsqueeze(-1).to(result.last_hidden_state.dtype)
                 vectors = (result.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.config import BertConfig
+from bertforge.model.unpadded import Unpadded, attention
 
 
 class BertSelfAttention(nn.Module):
@@ -26,11 +27,19 @@ class BertSelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, A, T, D)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Unpadded | None, output_attentions: bool = False,
+                queries: torch.Tensor | None = None, query_positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # x: (B, T, H); mask: bool, True = may attend: (B, 1, 1, T) padding, (B, 1, T, T) or (B, 1, S, T) causal,
         # or None when every position sees every other.
         # queries: (B, S, H) rows of x that alone need an output (default: all of x).
+        # Unpadded (mask is the layout): x (N, H) packed real tokens; queries (B * S, H) at query_positions (B, S).
+        if isinstance(mask, Unpadded):
+            A, D = self.num_heads, self.head_size
+            q = self.query(x if queries is None else queries).view(-1, A, D)  # (N or B * S, A, D)
+            k, v = self.key(x).view(-1, A, D), self.value(x).view(-1, A, D)  # (N, A, D)
+            context = attention(q, k, v, mask, self.dropout_p if self.training else 0.0, query_positions)
+            return context.flatten(1), None
         q = self._heads(self.query(x if queries is None else queries))
         k, v = self._heads(self.key(x)), self._heads(self.value(x))
         if output_attentions:  # the explicit path, so the probabilities can be returned
@@ -66,7 +75,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.self(x, mask, output_attentions, queries)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Unpadded | None, output_attentions: bool = False,
+                queries: torch.Tensor | None = None, query_positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.self(x, mask, output_attentions, queries, query_positions)
         return self.output(context, x if queries is None else queries), probs

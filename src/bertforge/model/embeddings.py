@@ -18,9 +18,11 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        # input_ids, token_type_ids: (B, T) -> (B, T, H)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        # input_ids, token_type_ids: (B, T) -> (B, T, H); or packed (N,) with their position_ids (N,) -> (N, H)
+        positions = torch.arange(input_ids.shape[-1], device=input_ids.device) if position_ids is None \
+            else position_ids
         x = (self.word_embeddings(input_ids)
              + self.token_type_embeddings(token_type_ids)
              + self.position_embeddings(positions))

@@ -8,6 +8,7 @@ from torch import nn
 
 from bertforge.config import BertConfig
 from bertforge.model.attention import BertAttention
+from bertforge.model.unpadded import Unpadded, packed_rows
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # the exact (erf) GELU of BERT
@@ -47,9 +48,10 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, probs = self.attention(x, mask, output_attentions, queries)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Unpadded | None, output_attentions: bool = False,
+                queries: torch.Tensor | None = None, query_positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, probs = self.attention(x, mask, output_attentions, queries, query_positions)
         return self.output(self.intermediate(x), x), probs
 
 
@@ -58,10 +60,15 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False,
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Unpadded | None, output_hidden_states: bool = False,
                 output_attentions: bool = False, output_positions: torch.Tensor | None = None):
         """output_positions: (B, S) indices; when given, the last layer computes its output only there
-        (its keys and values still cover every position), so the result is (B, S, H), not (B, T, H)."""
+        (its keys and values still cover every position), so the result is (B, S, H), not (B, T, H).
+
+        With ``mask`` an ``Unpadded`` layout, x is (N, H), the packed real tokens, and so is the result (or
+        (B, S, H) with output_positions); hidden states and attentions are then not available."""
+        if isinstance(mask, Unpadded):
+            return self._unpadded(x, mask, output_positions)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         last = len(self.layer) - 1
@@ -81,3 +88,14 @@ class BertEncoder(nn.Module):
         return (x,
                 tuple(hidden_states) if output_hidden_states else None,
                 tuple(attentions) if output_attentions else None)
+
+    def _unpadded(self, x: torch.Tensor, layout: Unpadded, output_positions: torch.Tensor | None):
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            if output_positions is not None and i == last:
+                queries = x.index_select(0, packed_rows(layout, output_positions))  # (B * S, H)
+                x, _ = layer(x, layout, queries=queries, query_positions=output_positions)
+                x = x.view(*output_positions.shape, -1)  # (B, S, H)
+            else:
+                x, _ = layer(x, layout)
+        return x, None, None

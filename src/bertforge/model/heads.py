@@ -23,6 +23,7 @@ from bertforge.model.bert import BertModel
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
 from bertforge.model.pretrained import BertPreTrainedModel
+from bertforge.model.unpadded import host_values
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -94,18 +95,17 @@ def check_class_ids(name: str, labels: torch.Tensor, n: int, what: str = "labels
     """Integer ids in [0, n), or IGNORE_INDEX; anything else would be a silent or a device-side error."""
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
-    real = labels[labels != IGNORE_INDEX]
-    if real.numel():
+    host = host_values(labels, read=not torch.is_grad_enabled())  # a training step does not wait for the device
+    real = None if host is None else host[host != IGNORE_INDEX]
+    if real is not None and real.size:
         low, high = int(real.min()), int(real.max())
         if low < 0 or high >= n:
             raise ValueError(f"{name} holds {low if low < 0 else high}, outside [0, {n}) for {n} {what} "
                              f"(use {IGNORE_INDEX} for no loss)")
 
 
-class LabelledModel(BertPreTrainedModel):
-    """What the heads with ``num_labels`` classes share: label maps, and a clear head-size error."""
-
-    num_labels: int
+class LabelMaps:
+    """The label names a head's config records (``id2label``, ``label2id``), by class id and by name."""
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -114,6 +114,12 @@ class LabelledModel(BertPreTrainedModel):
     @property
     def label2id(self) -> dict[str, int]:
         return {name: int(i) for name, i in self.config.extra["label2id"].items()}
+
+
+class LabelledModel(LabelMaps, BertPreTrainedModel):
+    """What the heads with ``num_labels`` classes share: label maps, and a clear head-size error."""
+
+    num_labels: int
 
     @classmethod
     def from_pretrained(cls: type[L], path: str | os.PathLike, *, ignore_mismatched_sizes: bool = False,
@@ -187,7 +193,8 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, problem: str) -> t
         check_class_ids("labels", labels, n)
         return F.cross_entropy(logits, labels.long())
     check_shape("labels", labels, (B, n), of)
-    if labels.numel() and (float(labels.min()) < 0 or float(labels.max()) > 1):
+    host = host_values(labels, read=not torch.is_grad_enabled()) if labels.numel() else None
+    if host is not None and (float(host.min()) < 0 or float(host.max()) > 1):
         raise ValueError("multi-label classification labels must be in [0, 1] (one 0/1 column per label)")
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
@@ -266,6 +273,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
+        # The span loss is a softmax over every position, padding included (as in transformers), so the
+        # padding's outputs count: keep the padded path (the unpadded one leaves them zero).
+        self.bert.unpad_threshold = float("inf")
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +14,7 @@ from bertforge.model.bert import BertModel
 from bertforge.model.encoder import ACTIVATIONS
 from bertforge.model.outputs import CausalLMOutput, PreTrainingOutput
 from bertforge.model.pretrained import BertPreTrainedModel
+from bertforge.model.unpadded import host_values
 
 
 
@@ -71,7 +73,7 @@ class BertForPreTraining(BertPreTrainedModel):
             out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
             hidden = out.last_hidden_state
         else:
-            positions, labels = labelled_positions(labels)  # (B, S), [CLS] first; labels now (B, S)
+            positions, labels, rows = labelled_rows(labels)  # (B, S), [CLS] first; labels now (B, S)
             out = self.bert(input_ids, token_type_ids, attention_mask, output_positions=positions)
             hidden = out.last_hidden_state  # (B, S, H)
         nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
@@ -79,9 +81,8 @@ class BertForPreTraining(BertPreTrainedModel):
             mlm_logits = self.cls.predictions(hidden, decoder)  # (B, T, V)
         else:
             # Only ~15% of positions carry a label: project those alone onto the vocabulary.
-            selected = labels != IGNORE_INDEX
-            mlm_logits = self.cls.predictions(hidden[selected], decoder)  # (N, V)
-            targets = labels[selected]
+            mlm_logits = self.cls.predictions(hidden.flatten(0, 1).index_select(0, rows), decoder)  # (N, V)
+            targets = labels.flatten().index_select(0, rows)
             mlm_loss = (F.cross_entropy(mlm_logits, targets) if targets.numel()
                         else mlm_logits.sum() * 0.0)
         if next_sentence_label is not None:
@@ -92,20 +93,34 @@ class BertForPreTraining(BertPreTrainedModel):
                                  out.hidden_states, out.attentions)
 
 
+def labelled_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``labelled_positions`` and the (N,) flat indices of the labelled entries of its (B, S) labels, worked out
+    on the host copy of ``labels`` when there is one (``unpadded.to_device``): a training step then never
+    waits for the device (without one, the labels are read once)."""
+    positions, selected, rows = _labelled(host_values(labels, read=True))
+    return tuple(torch.from_numpy(a).to(labels.device, non_blocking=True) for a in (positions, selected, rows))
+
+
 def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The positions a pre-training step reads: [CLS] (0) then each labelled one, in order.
 
     Returns (positions, labels) of shape (B, S), S = 1 + the most labels in a row; rows with fewer
     are filled with position 0 and label -100, so they add nothing to the loss.
     """
+    return labelled_rows(labels)[:2]
+
+
+def _labelled(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     wanted = labels != IGNORE_INDEX
     wanted[:, 0] = True
-    count = int(wanted.sum(1).max())
+    counts = wanted.sum(1)
+    count = int(counts.max(initial=1))
     # A stable sort puts the wanted positions first, in their original order ([CLS] leading).
-    order = torch.sort((~wanted).to(torch.uint8), dim=1, stable=True).indices[:, :count]
-    filled = torch.arange(count, device=labels.device) < wanted.sum(1, keepdim=True)
-    positions = torch.where(filled, order, torch.zeros_like(order))
-    return positions, torch.where(filled, labels.gather(1, positions), IGNORE_INDEX)
+    order = np.argsort(~wanted, axis=1, kind="stable")[:, :count]
+    filled = np.arange(count)[None, :] < counts[:, None]
+    positions = np.where(filled, order, 0)
+    selected = np.where(filled, np.take_along_axis(labels, positions, 1), IGNORE_INDEX)
+    return positions, selected, np.flatnonzero(selected != IGNORE_INDEX)
 
 
 class BertOnlyMLMHead(nn.Module):
@@ -144,8 +159,11 @@ class BertLMHeadModel(BertPreTrainedModel):
                                   out.hidden_states, out.attentions)
         if labels.shape != input_ids.shape:
             raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}")
-        targets = labels[:, 1:]  # (B, T - 1): the next token of each position but the last
-        selected = targets != IGNORE_INDEX
-        logits = self.cls.predictions(out.last_hidden_state[:, :-1][selected], decoder)  # (N, V)
-        loss = F.cross_entropy(logits, targets[selected]) if selected.any() else logits.sum() * 0.0
+        # The scored rows, from the host copy of the labels when there is one (no device sync).
+        rows = np.flatnonzero(host_values(labels, read=True)[:, 1:] != IGNORE_INDEX)
+        rows = torch.from_numpy(rows).to(labels.device, non_blocking=True)
+        targets = labels[:, 1:].flatten().index_select(0, rows)  # (N,): the next token of each scored position
+        logits = self.cls.predictions(out.last_hidden_state[:, :-1].flatten(0, 1).index_select(0, rows),
+                                      decoder)  # (N, V)
+        loss = F.cross_entropy(logits, targets) if rows.numel() else logits.sum() * 0.0
         return CausalLMOutput(loss, logits, out.hidden_states, out.attentions)

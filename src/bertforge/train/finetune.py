@@ -16,12 +16,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from bertforge.data.batching import bucketed_batches
 from bertforge.data.readers import check_labels
-from bertforge.errors import CheckpointError, UsageError, require_file
+from bertforge.errors import CheckpointError, require_file
 from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
 from bertforge.io.atomic import atomic_write_text
 from bertforge.model.families import model_type, read_config
@@ -70,6 +71,16 @@ def load_model(task: Task, path: str | Path, labels: list[str], train_examples: 
                               hint="pass --ignore-mismatched-sizes to train a new head") from None
 
 
+# --group-by-length sorts by length within chunks of this many batches (then shuffles the batches).
+GROUP_CHUNK_BATCHES = 50
+
+
+def random_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Indices 0..n-1 in a random order drawn from (seed, epoch), cut into batches (the last may be short)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 def finetune(args: FinetuneArgs) -> dict:
     """Fine-tune for each seed; write OUT/model (best seed), eval_results.json, metrics.jsonl."""
     runtime = Runtime.start(args.amp)
@@ -112,9 +123,14 @@ class FinetuneRecipe:
         self.log: MetricsLog | None = None  # opened once the first model has loaded: nothing is written before
 
     def _global_batches(self, seed: int, epoch: int) -> list[list[int]]:
+        """Random batches (the encoder skips the padding, ``model/unpadded.py``), or with --group-by-length
+        batches of similar lengths; the same for the same (seed, epoch)."""
         args = self.args
         size = args.batch_size * args.grad_accum * self.rt.world
-        return bucketed_batches([f.length for f in self.train_feats], size, shuffle=True, seed=seed, epoch=epoch)
+        if args.group_by_length:
+            return bucketed_batches([f.length for f in self.train_feats], size, shuffle=True, seed=seed,
+                                    epoch=epoch, chunk_batches=GROUP_CHUNK_BATCHES)
+        return random_batches(len(self.train_feats), size, seed, epoch)
 
     def _micro_batches(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         """This rank's micro-batches of one global batch (the same split as pre-training's)."""
@@ -144,7 +160,8 @@ class FinetuneRecipe:
         total = math.ceil(len(self.train_feats) / (args.batch_size * args.grad_accum * rt.world)) * args.epochs
         optimizer = build_optimizer(model, "adamw", lr=args.lr, weight_decay=args.weight_decay)
         scheduler = build_schedule(optimizer, warmup_ratio(args.warmup, total), total, "linear")
-        stepper = Stepper(rt, model, optimizer, scheduler, ("loss",), args.clip_norm, args.max_non_finite)
+        stepper = Stepper(rt, model, optimizer, scheduler, ("loss",), args.clip_norm, args.max_non_finite,
+                          compile=args.compile)
         best, best_state, step, started, throughput = None, None, 0, time.perf_counter(), Throughput()
         bar = tqdm(total=total, desc=f"fine-tuning (seed {seed})", unit="step",
                    disable=not args.progress or not rt.main, dynamic_ncols=True)

@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from bertforge.model.unpadded import to_device
+
 
 @dataclass
 class Runtime:
@@ -122,9 +124,11 @@ class Stepper:
     """One optimizer step over a list of micro-batches (see the module docstring)."""
 
     def __init__(self, runtime: Runtime, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                 loss_names: Sequence[str], clip_norm: float = 1.0, max_non_finite: int = 10):
+                 loss_names: Sequence[str], clip_norm: float = 1.0, max_non_finite: int = 10, compile: bool = False):
         self.runtime, self.model, self.optimizer, self.scheduler = runtime, model, optimizer, scheduler
         self.net = runtime.wrap(model)
+        if compile:  # the training forward (and so backward) through torch.compile; evaluation stays eager
+            self.net = torch.compile(self.net, dynamic=True)  # batch shapes vary: no recompiling for each
         self.loss_names, self.clip_norm, self.max_non_finite = tuple(loss_names), clip_norm, max_non_finite
         self.autocast, self.scaler = runtime.autocast()
         device = runtime.device
@@ -141,28 +145,38 @@ class Stepper:
              counts_fn: Callable[[dict], dict[str, int]]) -> None:
         """Forward and backward every micro-batch, then clip and step (skipped if not finite)."""
         rt, names = self.runtime, self.loss_names
-        local = [counts_fn(b) for b in micro_batches]  # on the host, before anything runs
-        totals = torch.tensor([sum(c[n] for c in local) for n in names], dtype=torch.float64)
-        totals = rt.all_reduce(totals) if rt.world > 1 else totals
-        self.global_counts = totals
-        global_counts = totals.tolist()  # host values: no device sync (gloo, or a single process)
+        prepared = self.prepare(micro_batches, counts_fn)
         self.loss_sums.zero_()
-        self.tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
-        for m, (batch, counts) in enumerate(zip(micro_batches, local)):
-            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
-            last = m == len(micro_batches) - 1
+        for m, (batch, counts, shares) in enumerate(prepared):
+            last = m == len(prepared) - 1
             sync = self.net.no_sync() if rt.world > 1 and not last else nullcontext()
             with sync:
                 with self.autocast:
                     losses = loss_fn(self.net, batch)
                 loss = None
-                for i, name in enumerate(names):
-                    term = losses[name] * (counts[name] / max(global_counts[i], 1))
+                for name, share in zip(names, shares):
+                    term = losses[name] * share
                     loss = term if loss is None else loss + term
                 loss = loss * rt.world  # DDP averages gradients over ranks
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             self.loss_sums += torch.stack([losses[n].detach().double() * counts[n] for n in names])
         self._optimizer_step()
+
+    def prepare(self, micro_batches: Sequence[dict[str, torch.Tensor]], counts_fn: Callable[[dict], dict[str, int]]
+                ) -> list[tuple[dict[str, torch.Tensor], dict[str, int], list[float]]]:
+        """The host's part of a step, before anything runs on the device: each micro-batch's item counts and
+        share of the global counts (summed over ranks), the real tokens, and the batch on the device with a
+        host copy of its values (``unpadded.to_device``: the model reads row lengths without waiting)."""
+        rt, names = self.runtime, self.loss_names
+        local = [counts_fn(b) for b in micro_batches]
+        totals = torch.tensor([sum(c[n] for c in local) for n in names], dtype=torch.float64)
+        totals = rt.all_reduce(totals) if rt.world > 1 else totals
+        self.global_counts = totals
+        global_counts = totals.tolist()  # host values: no device sync (gloo, or a single process)
+        self.tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        return [({k: to_device(v, rt.device) for k, v in batch.items()}, counts,
+                 [counts[n] / max(g, 1) for n, g in zip(names, global_counts)])
+                for batch, counts in zip(micro_batches, local)]
 
     def _optimizer_step(self) -> None:
         if self.scaler:
