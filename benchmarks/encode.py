@@ -4,9 +4,14 @@
 2. Mixed lengths: 512 real sentences of 16-128 tokens (MiniLM weights). transformers runs fixed-size
    padded batches in input order (the common loop); bertforge runs its batch encode API
    (`bertforge.inference.encode`: sort by length, pad per bucket).
+3. Sentence embeddings: 512 real SNLI sentences (premises and hypotheses of the training subset, MiniLM
+   weights, mean pooling, normalised): `bertforge.inference.encode` vs sentence-transformers'
+   `SentenceTransformer.encode` (the same weights as models.Transformer + mean models.Pooling, batch 32, its
+   own length sorting) vs transformers padded to 128 in batches of 32; the vectors are asserted equal first.
 Prints tokens/s, the ratio, this machine's fp32 matmul GFLOP/s and each model's share of it.
 
     .venv/bin/python benchmarks/encode.py [--threads 2] [--repeats 5]
+    .venv/bin/python benchmarks/encode.py --quick     # part 3 only, 2 repeats
 """
 
 from __future__ import annotations
@@ -59,10 +64,74 @@ def report(name: str, tokens: int, flops: float, ours_s: float, theirs_s: float,
     print(f"  ratio bertforge / transformers: {theirs_s / ours_s:.2f}x")
 
 
+def snli_sentences(n: int) -> list[str]:
+    """The first ``n`` distinct premises and hypotheses of the SNLI training subset, interleaved."""
+    import json
+
+    seen: dict[str, None] = {}
+    with open(fetch("snli", quiet=True) / "snli_1.0_train_subset.jsonl", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            for text in (rec["sentence1"], rec["sentence2"]):
+                seen.setdefault(text.strip(), None)
+            if len(seen) >= n:
+                break
+    return list(seen)[:n]
+
+
+def sentence_embeddings(args, peak: float) -> None:
+    """Part 3: bertforge encode vs sentence-transformers vs transformers padded to 128, mean pooling."""
+    import transformers
+    from sentence_transformers import SentenceTransformer, models
+
+    path = fetch("minilm", quiet=True)
+    texts = snli_sentences(512)
+    tokenizer = BertTokenizer.from_pretrained(path)
+    ours = BertModel.from_pretrained(path).eval()
+    st = SentenceTransformer(modules=[models.Transformer(str(path), max_seq_length=128),
+                                      models.Pooling(ours.config.hidden_size, "mean")], device="cpu")
+    theirs = transformers.BertModel.from_pretrained(str(path)).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    real = [len(r) for r in tokenizer(texts, max_length=128, padding=False, return_tensors=None)["input_ids"]]
+
+    def run_ours():
+        return encode(ours, tokenizer, texts, pooling="mean", max_length=128, normalize=True)
+
+    def run_st():
+        return torch.from_numpy(st.encode(texts, batch_size=32, normalize_embeddings=True))
+
+    def run_padded(batch_size: int = 32):
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                enc = hf_tok(texts[i:i + batch_size], padding="max_length", truncation=True, max_length=128,
+                             return_tensors="pt")
+                hidden = theirs(**enc).last_hidden_state
+                weights = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out.append(torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1))
+        return torch.cat(out)
+
+    a, b, c = run_ours(), run_st(), run_padded()
+    assert (a - b).abs().max() < 1e-4 and (a - c).abs().max() < 1e-4, "the encoders disagree"
+    times = {"bertforge": [], "sentence-transformers": [], "transformers (pad 128)": []}
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
+        for name, fn in zip(times, (run_ours, run_st, run_padded)):
+            times[name].append(timed(fn, 1))
+    best = {k: min(v) for k, v in times.items()}
+    flops = encoder_flops(ours.config, real)
+    print(f"\nMiniLM sentence embeddings (mean pooling, normalised), {len(texts)} SNLI sentences of "
+          f"{min(real)}-{max(real)} tokens (mean {sum(real) / len(real):.1f}); best of {args.repeats}")
+    for name, s in best.items():
+        print(f"  {name:<24} {sum(real) / s:>10,.0f} tokens/s  {len(texts) / s:>8,.0f} sentences/s  "
+              f"{flops / s / 1e9:6.1f} GFLOP/s ({100 * flops / s / 1e9 / peak:4.1f}% of matmul peak)  "
+              f"bertforge is {s / best['bertforge']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="sentence embeddings only, 2 repeats")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -72,6 +141,9 @@ def main() -> None:
     peak = matmul_gflops()
     print(f"threads={args.threads}  torch {torch.__version__}  transformers {transformers.__version__}")
     print(f"fp32 matmul (1024^3): {peak:.1f} GFLOP/s")
+    if args.quick:
+        args.repeats = 2
+        return sentence_embeddings(args, peak)
 
     # 1. Fixed length, base config.
     config = BertConfig.preset("base")
@@ -124,6 +196,9 @@ def main() -> None:
     report(f"MiniLM, {len(texts)} sentences of 16-128 tokens (mean {sum(real) / len(real):.0f}); "
            "transformers padded to 128 in batches of 32", sum(real),
            encoder_flops(ours.config, real), statistics.median(ours_s), statistics.median(theirs_s), peak)
+
+    # 3. Sentence embeddings of real sentences: bertforge, sentence-transformers, padded transformers.
+    sentence_embeddings(args, peak)
 
 
 if __name__ == "__main__":
