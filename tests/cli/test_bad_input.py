@@ -278,7 +278,8 @@ CASES = [
     C("finetune-qa-n-best-0", finetune({"--n-best": "0"}, QA), None, ("--n-best",)),
     C("finetune-qa-max-answer-length-0", finetune({"--max-answer-length": "0"}, QA), None,
       ("--max-answer-length",)),
-    C("finetune-qa-freeze-encoder", finetune({}, QA, ("--freeze-encoder",)), None, ("--freeze-encoder",)),
+    C("finetune-concat-last-4-on-2-layers", finetune({}, QA, ("--freeze-encoder",)), None,
+      ("--features", "needs 4 layers, the model has 2")),
     # --- finetune: paths, data, models ---------------------------------------------------------
     C("finetune-train-is-a-directory", finetune({"--train": "{corpus_dir}"}), "corpus_dir",
       ("--train", "{corpus_dir}")),

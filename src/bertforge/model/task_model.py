@@ -54,6 +54,18 @@ class BiLSTM(nn.Module):
         return seq, torch.cat([h[-2], h[-1]], dim=-1)
 
 
+def check_features(features: str, frozen: bool, layers: int) -> None:
+    """Refuse a --features choice the encoder cannot give (checked before any data is read, and again when the
+    model is built)."""
+    if features not in FEATURES:
+        raise UsageError(f"unknown features {features!r}", flag="--features", hint=f"use {', '.join(FEATURES)}")
+    if features != "last" and not frozen:
+        raise UsageError(f"{features} is for a frozen encoder", flag="--features", hint="add --freeze-encoder")
+    if features == "concat-last-4" and layers < 4:
+        raise UsageError(f"concat-last-4 needs 4 layers, the model has {layers}", flag="--features",
+                         hint="use --features scalar-mix or last")
+
+
 class BertFeatures(nn.Module):
     """BertModel as a source of per-token features: fine-tuned (``last`` layer), or frozen, without dropout
     and gradients, giving its ``last`` layer, ``concat-last-4`` or a learned ``scalar-mix`` of all layers."""
@@ -61,13 +73,7 @@ class BertFeatures(nn.Module):
     def __init__(self, bert: BertModel, features: str = "last", frozen: bool = False):
         super().__init__()
         config = bert.config
-        if features not in FEATURES:
-            raise UsageError(f"unknown features {features!r}", flag="--features", hint=f"use {', '.join(FEATURES)}")
-        if features != "last" and not frozen:
-            raise UsageError(f"{features} is for a frozen encoder", flag="--features", hint="add --freeze-encoder")
-        if features == "concat-last-4" and config.num_hidden_layers < 4:
-            raise UsageError(f"concat-last-4 needs 4 layers, the model has {config.num_hidden_layers}",
-                             flag="--features")
+        check_features(features, frozen, config.num_hidden_layers)
         self.config, self.features, self.frozen = config, features, frozen
         self.bert = bert
         self.bert.pooler = None  # the task layer reads token features, never the pooler

@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bertforge.config import BertConfig
 from bertforge.data.batching import bucketed_batches
 from bertforge.data.readers import check_labels
 from bertforge.errors import CheckpointError, require_file
 from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
 from bertforge.io.atomic import atomic_write_text
 from bertforge.model.families import model_type, read_config
-from bertforge.model.task_model import TaskModel
+from bertforge.model.task_model import TaskModel, check_features
 from bertforge.tasks import Task, get_task
 from bertforge.tasks.features import collate
 from bertforge.tokenization import BertTokenizer
@@ -108,7 +109,10 @@ class FinetuneRecipe:
         for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
             if path is not None:
                 require_file(path, flag=flag, what="data file")
-        check_max_length(opts, read_config(args.model))
+        config = read_config(args.model)
+        check_max_length(opts, config)
+        if args.freeze_encoder and isinstance(config, BertConfig):
+            check_features(args.features, True, config.num_hidden_layers)
         self.tokenizer = BertTokenizer.from_pretrained(args.model)
         self.train_examples = task.read(args.train, opts)[:args.max_train_examples]
         self.dev_examples = task.read(args.dev, opts)
