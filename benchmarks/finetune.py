@@ -21,6 +21,8 @@ Prints each run's wall clock and dev accuracy per seed, the mean, and the ratios
     --threshold            unpadded / padded speed-up against the padding share of a batch (training and
                            inference), for UNPAD_THRESHOLD in model/bert.py
     --attention            the CPU attention variants of the unpadded path (model/unpadded.py ATTENTION)
+    --compile              torch.compile: the fine-tuning step (forward, backward, AdamW) and no-grad inference,
+                           compiled (dynamic shapes; a compiled graph runs padded) vs eager (unpadded)
 
     .venv/bin/python benchmarks/finetune.py [--sizes 4000 20000] [--seeds 1 2 3] [--threads 2]
     .venv/bin/python benchmarks/finetune.py --quick      # 400 pairs, 100 dev, seed 1: a smoke run
@@ -368,6 +370,46 @@ def attention_benchmark(args) -> None:
     model.bert.unpad_threshold = UNPAD_THRESHOLD
 
 
+def compile_benchmark(args) -> None:
+    """Eager (the unpadded path) vs torch.compile (dynamic shapes, padded), training step and inference."""
+    import torch
+
+    batches, num_labels = snli_batches(args.step_batches)
+    inputs = ("input_ids", "token_type_ids", "attention_mask", "labels")
+    print(f"\ntorch.compile on CPU (MiniLM, {len(batches)} random SNLI batches of 32, {torch.get_num_threads()} "
+          f"threads): seconds per batch after compiling, best of {args.repeats}")
+    for train in (True, False):
+        torch.manual_seed(0)
+        model = minilm_classifier(num_labels).train(train)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=True)
+        compiled = torch.compile(model, dynamic=True)
+        outputs = {}
+
+        def step(net, batch, key):
+            if train:
+                loss = net(**{k: batch[k] for k in inputs}).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad():
+                    outputs[key] = net(**{k: batch[k] for k in inputs[:3]}).logits
+
+        start = time.perf_counter()
+        for batch in batches[:2]:  # compiles (a first shape, then the dynamic graph)
+            step(compiled, batch, "compiled")
+        warm = time.perf_counter() - start
+        times = {"eager": [], "compiled": []}
+        for _ in range(args.repeats):
+            for name, net in (("eager", model), ("compiled", compiled)):
+                times[name].append(time_steps(lambda b: step(net, b, name), batches, 1))
+        eager, comp = min(times["eager"]), min(times["compiled"])
+        agree = "" if train else f"   logits differ by {(outputs['eager'] - outputs['compiled']).abs().max():.1e}"
+        print(f"  {'training' if train else 'inference':<10} eager {1000 * eager:7.1f} ms   compiled "
+              f"{1000 * comp:7.1f} ms   eager / compiled {eager / comp:.2f}x   (compiling took {warm:.0f} s){agree}",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 20000])
@@ -382,6 +424,7 @@ def main() -> None:
     parser.add_argument("--grouping", action="store_true")
     parser.add_argument("--threshold", action="store_true")
     parser.add_argument("--attention", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--data-dir", default=None, help="where the split files go (default: a temporary dir)")
     # a single run, in its own process (used by the comparison)
     parser.add_argument("--worker", choices=("bertforge", "transformers"), help=argparse.SUPPRESS)
@@ -412,6 +455,8 @@ def main() -> None:
         threshold_benchmark(args)
     if args.attention:
         attention_benchmark(args)
+    if args.compile:
+        compile_benchmark(args)
 
 
 if __name__ == "__main__":
