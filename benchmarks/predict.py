@@ -1,7 +1,7 @@
 """Fine-tuned inference and training speed: bertforge vs transformers, same weights, fp32, same threads.
 
 1. Prediction on SNLI test pairs (MiniLM encoder + a 3-way head): bertforge's predict path
-   (`bertforge.train.finetune.predict_examples`: length-bucketed batches) vs transformers with
+   (`bertforge.inference.predictor.predict_examples`: length-bucketed batches) vs transformers with
    fixed-size padded batches (max_length 128) in input order.
 2. Fine-tuning step (forward + backward + AdamW) on the same padded batches of SNLI pairs.
 
