@@ -36,6 +36,12 @@ def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch_siz
         yield batch
 
 
+def random_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Indices 0..n-1 in a random order drawn from (seed, epoch), cut into batches (the last may be short)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 def bucketed_batches(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0,
                      chunk_batches: int = 50) -> list[list[int]]:
     """Index batches that waste little padding; the same (seed, epoch) gives the same batches.

@@ -16,12 +16,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from bertforge.config import BertConfig
-from bertforge.data.batching import bucketed_batches
+from bertforge.data.batching import bucketed_batches, random_batches
 from bertforge.data.readers import check_labels
 from bertforge.errors import CheckpointError, require_file
 from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
@@ -74,12 +73,6 @@ def load_model(task: Task, path: str | Path, labels: list[str], train_examples: 
 
 # --group-by-length sorts by length within chunks of this many batches (then shuffles the batches).
 GROUP_CHUNK_BATCHES = 50
-
-
-def random_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Indices 0..n-1 in a random order drawn from (seed, epoch), cut into batches (the last may be short)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n).tolist()
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def finetune(args: FinetuneArgs) -> dict:
