@@ -116,3 +116,27 @@ def test_batching_off_runs_one_request_per_forward_pass(served, make_async_clien
     assert stats["batches"] == len(requests)  # one forward pass per request, its inputs together
     for t, a in zip(together, alone):
         assert_same(t.json(), a.json())
+
+
+def test_the_model_thread_hands_freed_memory_back_when_it_is_time(served, make_async_client, monkeypatch):
+    import threading
+
+    from bertforge.serve import batcher as batcher_module
+
+    model = served("encoder")
+    trims: list[tuple[int, str]] = []
+
+    async def main(rounds: int):
+        async with make_async_client(model, max_wait_ms=1) as c:
+            b = c.app.state.batcher
+            assert b._trim is not None  # glibc: this machine's C library has malloc_trim
+            b._trim = lambda pad: trims.append((pad, threading.current_thread().name))
+            for _ in range(rounds):
+                assert (await c.post("/embed", json={"inputs": "the cat"})).status_code == 200
+
+    monkeypatch.setattr(batcher_module, "TRIM_EVERY_S", 3600.0)
+    asyncio.run(main(5))
+    assert trims == []  # not yet time
+    monkeypatch.setattr(batcher_module, "TRIM_EVERY_S", 0.0)
+    asyncio.run(main(3))
+    assert len(trims) == 3 and all(pad == 0 and name.startswith("bertforge-model") for pad, name in trims)

@@ -163,3 +163,51 @@ print(sorted(m for m in sys.modules if m.startswith("bertforge.train")))
     p = subprocess.run([sys.executable, "-c", code], env=server_env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_kept_alive_connections_answer_without_the_nagle_delay():
+    """Without TCP_NODELAY an answer written in two parts on a kept-alive connection waited ~40 ms for the
+    client's delayed ACK: asyncio sets it only on sockets whose protocol says TCP, so ``bind`` must say so."""
+    import asyncio
+
+    from bertforge.cli.serve import bind
+
+    async def accepted_nodelay() -> int:
+        sock = bind("127.0.0.1", 0)
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader, writer) -> None:
+            seen.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_the_model_loads_and_runs_in_the_one_model_thread(serve_models, monkeypatch):
+    """Torch runs in one thread of the server (two OpenMP teams on the same cores slow every batch)."""
+    import uvicorn
+
+    from bertforge.cli import main
+    from bertforge.serve import app as app_module
+    from bertforge.serve.models import ServedModel
+
+    loaded_in, given = [], []
+    load = ServedModel.load.__func__
+    monkeypatch.setattr(ServedModel, "load", classmethod(
+        lambda cls, *a, **k: loaded_in.append(threading.current_thread()) or load(cls, *a, **k)))
+    create_app = app_module.create_app
+    monkeypatch.setattr(app_module, "create_app", lambda model, settings, executor=None:
+                        given.append(executor) or create_app(model, settings, executor))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    main(["serve", "--model", str(serve_models["encoder"]), "--port", "0"])
+    ran_in = given[0].submit(threading.current_thread).result()
+    given[0].shutdown()
+    assert loaded_in == [ran_in] and ran_in is not threading.main_thread()
+    assert ran_in.name.startswith("bertforge-model")

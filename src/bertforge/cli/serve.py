@@ -27,8 +27,10 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise UsageError(f"cannot resolve {host!r}: {e.strerror}", flag="--host") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, address = infos[0]
+    # The protocol must say TCP: asyncio sets TCP_NODELAY only on connections whose socket does, and without it
+    # every answer on a kept-alive connection waits ~40 ms (Nagle's algorithm against the client's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
     try:
         sock.bind(address)
@@ -58,10 +60,12 @@ def _serve(args: argparse.Namespace) -> None:
                          hint="pip install 'bertforge[serve]'") from None
     sock = bind(settings.host, settings.port)
     from bertforge.serve.app import create_app
+    from bertforge.serve.batcher import model_thread
     from bertforge.serve.models import ServedModel
 
-    model = ServedModel.load(path, backend=settings.backend)
-    app = create_app(model, settings)
+    thread = model_thread()  # loads the model and runs every batch: the one thread that runs torch
+    model = thread.submit(ServedModel.load, path, backend=settings.backend).result()
+    app = create_app(model, settings, thread)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"serving {path} (task: {model.task_name}; {', '.join('/' + r for r in model.routes)}) at {url}"

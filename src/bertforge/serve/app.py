@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,13 @@ def error_response(status: int, message: str, field: str | None = None,
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
-def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
-    """The server of ``model`` under ``settings`` (its batching queue starts and drains with the app)."""
+def create_app(model: ServedModel, settings: ServeSettings, executor: ThreadPoolExecutor | None = None) -> FastAPI:
+    """The server of ``model`` under ``settings`` (its batching queue starts and drains with the app); the
+    model runs in ``executor``, the thread that loaded it (``batcher.model_thread``), or in a new one."""
     metrics = Metrics()
     batcher = Batcher(model.run, max_batch_tokens=settings.max_batch_tokens, max_wait_ms=settings.max_wait_ms,
-                      max_pending=settings.max_concurrent, on_batch=metrics.batch, on_depth=metrics.queue_depth.set)
+                      max_pending=settings.max_concurrent, on_batch=metrics.batch, on_depth=metrics.queue_depth.set,
+                      executor=executor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
