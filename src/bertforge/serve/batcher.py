@@ -16,8 +16,6 @@ running finish, and their results are dropped.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,32 +23,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertforge import allocator
 from bertforge.data.batching import length_sorted_batches
 
 MAX_BATCH_ROWS = 4096  # rows per forward pass, whatever their length (the token budget binds first)
 POOL_BUDGETS = 2  # the worker takes up to this many token budgets of rows at once, to sort them together
 UNBATCHED_TOKENS = 1 << 40  # batching off: a request's rows all go in one forward pass
-TRIM_EVERY_S = 1.0  # the model thread hands freed memory back to the system at most this often
+# The model thread hands freed memory back to the system (allocator.trim) at most this often. Batches of
+# ever-different shapes leave freed blocks scattered through glibc's heaps, which it keeps: the server's RSS
+# grew 28% over 2,000 requests at concurrency 32 and went on growing. Trimming once a second held it to a few
+# percent at no measurable cost (~10 ms a trim); a fixed low mmap threshold held it too, but cost ~15% of the
+# throughput (every large tensor mapped and faulted in afresh).
+TRIM_EVERY_S = 1.0
 
 
 def model_thread() -> ThreadPoolExecutor:
     """The one thread that loads the model and runs every batch (see above)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertforge-model")
-
-
-def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none.
-
-    Batches of ever-different shapes leave freed blocks scattered through glibc's heaps, which it keeps:
-    the server's RSS grew 28% over 2,000 requests at concurrency 32 and went on growing. Trimming once a
-    second held it to a few percent at no measurable cost; a fixed mmap threshold held it too but cost ~15%
-    of the throughput (every large tensor mapped and faulted in afresh).
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
-    except (OSError, AttributeError):
-        return None
 
 
 class QueueFull(Exception):
@@ -117,7 +106,7 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         self._executor = executor
         self._closing = False
-        self._trim, self._trimmed = _malloc_trim(), time.monotonic()
+        self._trim, self._trimmed = (allocator.trim if allocator.available() else None), time.monotonic()
         self.stats = BatchStats()
 
     @property
@@ -272,7 +261,7 @@ class Batcher:
             return self._run(op, rows)
         finally:
             if self._trim is not None and time.monotonic() - self._trimmed >= TRIM_EVERY_S:
-                self._trim(0)
+                self._trim()
                 self._trimmed = time.monotonic()
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, op: str, live: list[tuple[Job, int]]) -> None:
