@@ -88,6 +88,24 @@ def test_classification_learns_and_round_trips_through_evaluate_and_predict(mode
     assert [x["label"] for x in lines] == ["pos", "neg"] and all(0.5 < x["score"] <= 1 for x in lines)
 
 
+def test_the_report_reuses_the_best_epochs_dev_predictions(model_dir, sentiment, tmp_path, monkeypatch):
+    """The dev set is predicted once per epoch and seed, never again for the report, and the report gets the
+    best seed's best epoch: its accuracy is that seed's dev accuracy."""
+    from bertforge.tasks.classify import ClassifyTask
+    from bertforge.train import finetune as recipe
+
+    train, dev = sentiment
+    calls, reported = [], []
+    predict = recipe.predict_examples
+    monkeypatch.setattr(recipe, "predict_examples", lambda *a, **k: calls.append(len(a[3])) or predict(*a, **k))
+    monkeypatch.setattr(ClassifyTask, "report", lambda self, out, examples, predictions, labels:
+                        reported.append([p == str(e.label) for p, e in zip(predictions, examples)]))
+    summary = finetune(args(model_dir, train, dev, tmp_path / "run", seeds=[1, 2], epochs=2))
+    assert calls == [60] * 4  # 2 seeds x 2 epochs, the 60 dev examples each time
+    best = summary["per_seed"][str(summary["best_seed"])]["dev"]["accuracy"]
+    assert len(reported) == 1 and sum(reported[0]) / 60 == pytest.approx(best)
+
+
 def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys):
     train, dev = sentiment
     cli(["finetune", "--task", "classify", "--model", str(model_dir), "--train", str(train), "--dev", str(dev),

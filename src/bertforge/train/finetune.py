@@ -159,7 +159,8 @@ class FinetuneRecipe:
         scheduler = build_schedule(optimizer, warmup_ratio(args.warmup, total), total, "linear")
         stepper = Stepper(rt, model, optimizer, scheduler, ("loss",), args.clip_norm, args.max_non_finite,
                           compile=args.compile)
-        best, best_state, step, started, throughput = None, None, 0, time.perf_counter(), Throughput()
+        best, best_state, best_predictions = None, None, None
+        step, started, throughput = 0, time.perf_counter(), Throughput()
         bar = tqdm(total=total, desc=f"fine-tuning (seed {seed})", unit="step",
                    disable=not args.progress or not rt.main, dynamic_ncols=True)
         for epoch in range(args.epochs):
@@ -176,30 +177,31 @@ class FinetuneRecipe:
                         self.log.log(step, seed=seed, epoch=epoch, **record, tokens_per_s=rate,
                                      elapsed_s=time.perf_counter() - started)
             if rt.main:
-                scores = self._score(model, self.dev_examples)
+                scores, predictions = self._score(model, self.dev_examples)
                 self.log.log(step, seed=seed, epoch=epoch, **{f"dev_{k}": v for k, v in scores.items()})
                 bar.write(f"seed {seed} epoch {epoch + 1}: dev " + ", ".join(
                     f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
                 if best is None or scores[task.selection_metric] > best[task.selection_metric]:
-                    best, best_state = scores, copy.deepcopy(model.state_dict())
+                    best, best_state, best_predictions = scores, copy.deepcopy(model.state_dict()), predictions
             rt.barrier()
         bar.close()
         if rt.main:
             model.load_state_dict(best_state)
-            self._keep(seed, model, best)
+            self._keep(seed, model, best, best_predictions)
         rt.barrier()
 
-    def _score(self, model, examples: list) -> dict:
+    def _score(self, model, examples: list) -> tuple[dict, list]:
         predictions, _ = self._predict(model, examples)
-        return self.task.score(examples, predictions, self.labels)
+        return self.task.score(examples, predictions, self.labels), predictions
 
     def _predict(self, model, examples: list) -> tuple[list, list]:
         return predict_examples(model, self.task, self.tokenizer, examples, self.args.data,
                                 self.args.eval_batch_size, self.rt.device)
 
-    def _keep(self, seed: int, model, dev_scores: dict) -> None:
-        """Record a seed's dev (and test) figures; save its model if it is the best seed so far."""
-        result = {"dev": dev_scores, "best_epoch_metric": self.task.selection_metric}
+    def _keep(self, seed: int, model, dev_scores: dict, dev_predictions: list) -> None:
+        """Record a seed's dev (and test) figures and predictions; save its model if it is the best seed so far."""
+        result = {"dev": dev_scores, "best_epoch_metric": self.task.selection_metric,
+                  "dev_predictions": dev_predictions}  # the best epoch's: the report reuses them
         if self.test_examples is not None:
             predictions, _ = self._predict(model, self.test_examples)
             result["test"] = self.task.score(self.test_examples, predictions, self.labels)
@@ -209,7 +211,6 @@ class FinetuneRecipe:
         if self.best_overall is None or metric > self.best_overall[0]:
             self.best_overall = (metric, seed)
             save_model_dir(model, self.tokenizer, self.out / "model")
-            self.best_model = model
 
     def finish(self) -> dict:
         """eval_results.json (mean ± std over seeds), the task's report, curves, the run's arguments."""
@@ -220,13 +221,11 @@ class FinetuneRecipe:
         summary = self._summarise()
         split, examples = ("test", self.test_examples) if self.test_examples is not None else ("dev", self.dev_examples)
         best_seed = self.best_overall[1]
-        if split == "test":
-            predictions = self.per_seed[best_seed]["test_predictions"]
-        else:
-            predictions, _ = self._predict(self.best_model, examples)
+        predictions = self.per_seed[best_seed][f"{split}_predictions"]  # the best model's, not predicted again
         task.report(self.out, examples, predictions, self.labels)
         for result in self.per_seed.values():
             result.pop("test_predictions", None)
+            result.pop("dev_predictions", None)
         summary["best_seed"] = best_seed
         atomic_write_text(self.out / "eval_results.json", json.dumps(summary, indent=2))
         records = [r for r in read_metrics(self.out / "metrics.jsonl")
