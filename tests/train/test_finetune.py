@@ -128,6 +128,24 @@ def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys):
     assert len(predictions) == 3 and all(p["label"] in ("neg", "pos") and 0.5 <= p["score"] <= 1 for p in predictions)
 
 
+@pytest.mark.slow
+def test_cli_finetune_compile_learns_and_starts_from_the_eager_loss(model_dir, sentiment, tmp_path):
+    """`finetune --compile` end to end: its first losses equal eager ones (no dropout; the compiled graph
+    runs padded, eager unpadded), and it learns the task."""
+    train, dev = sentiment
+    losses = {}
+    for name, flags in (("eager", []), ("compiled", ["--compile"])):
+        out = tmp_path / name
+        cli(["finetune", "--task", "classify", "--model", str(model_dir), "--train", str(train), "--dev", str(dev),
+             "--out", str(out), "--epochs", "3", "--lr", "2e-3", "--dropout", "0", "--log-every", "1",
+             "--no-progress", *flags])
+        records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+        losses[name] = [r["loss"] for r in records if "loss" in r][:3]
+        assert json.loads((out / "eval_results.json").read_text())["accuracy"] > 0.9, name
+        assert json.loads((out / "finetune_args.json").read_text())["compile"] is (name == "compiled")
+    assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-4)
+
+
 def test_regression(model_dir, tmp_path):
     rng = random.Random(1)
     rows = lambda n: [{"text": sentence(rng, w), "label": 1.0 if w in POSITIVE else -1.0}
