@@ -32,8 +32,8 @@ UNBATCHED_TOKENS = 1 << 40  # batching off: a request's rows all go in one forwa
 # The model thread hands freed memory back to the system (allocator.trim) at most this often. Batches of
 # ever-different shapes leave freed blocks scattered through glibc's heaps, which it keeps: the server's RSS
 # grew 28% over 2,000 requests at concurrency 32 and went on growing. Trimming once a second held it to a few
-# percent at no measurable cost (~10 ms a trim); a fixed low mmap threshold held it too, but cost ~15% of the
-# throughput (every large tensor mapped and faulted in afresh).
+# percent at a cost within the noise (~2%; ~10 ms a trim); a fixed low mmap threshold held it too, but cost
+# ~15% of the throughput (every large tensor mapped and faulted in afresh).
 TRIM_EVERY_S = 1.0
 
 
@@ -143,7 +143,7 @@ class Batcher:
             for job in list(self._queue):
                 self._fail(job, Closed("the server stopped before this request ran"))
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._worker = None
+        self._executor, self._worker = None, None  # a restart gets a new model thread
 
     # --- the request side -------------------------------------------------------------------------
 
