@@ -163,12 +163,16 @@ def _repad_attention(q, k, v, layout: Unpadded, dropout_p: float, query_position
 
 
 def _loop_attention(q, k, v, layout: Unpadded, dropout_p: float):
-    """SDPA per sequence (no mask, or the causal rule): B small calls."""
+    """SDPA per sequence (no mask, or the causal rule): B small calls.
+
+    Each call is 4-D, (1, A, L, D): PyTorch's fused CPU kernel takes only 4-D inputs, and 3-D ones fall back to
+    the unfused math path (MiniLM, 12 heads, 14 tokens: 48 us a call against 80)."""
     outputs = []
     for qs, ks, vs in zip(*(x.split(layout.lengths) for x in (q, k, v))):
-        out = F.scaled_dot_product_attention(qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1),
-                                             dropout_p=dropout_p, is_causal=layout.causal)  # (A, L, D)
-        outputs.append(out.transpose(0, 1))
+        out = F.scaled_dot_product_attention(qs.transpose(0, 1)[None], ks.transpose(0, 1)[None],
+                                             vs.transpose(0, 1)[None], dropout_p=dropout_p,
+                                             is_causal=layout.causal)  # (1, A, L, D)
+        outputs.append(out[0].transpose(0, 1))
     return torch.cat(outputs)
 
 
