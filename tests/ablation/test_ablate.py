@@ -3,6 +3,7 @@ data across variants, and bad input."""
 
 import json
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -101,3 +102,23 @@ def test_bad_input(inputs, tmp_path):
                str(tmp_path / "s")], tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown task family 'summarize'" in out.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_cut_pre_training_session_still_counts_its_wall_clock(inputs, tmp_path, monkeypatch):
+    """The table's minutes are the sum over sessions: a session cut short adds its part before it stops."""
+    import bertforge.data.prepare
+    import bertforge.train.pretrain
+    from bertforge.ablation import run as ablation_run
+    from bertforge.ablation.plan import variants_of
+
+    corpus, root = inputs
+    study = Study(corpus=[str(corpus)], task=[f"sent=classify:{root}/train.jsonl,{root}/dev.jsonl"],
+                  out=str(tmp_path / "study"), preset="tiny", steps=10, progress=False)
+    monkeypatch.setattr(bertforge.data.prepare, "prepare", lambda *a, **k: None)
+    monkeypatch.setattr(bertforge.train.pretrain, "pretrain", lambda args: time.sleep(0.2) or {"status": "interrupted"})
+    (tmp_path / "study" / "data" / "packed").mkdir(parents=True)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            ablation_run._pretrain(study, variants_of("tiny")["no-nsp"], tmp_path / "tok", print)
+    seconds = json.loads((tmp_path / "study" / "pretrain" / "no-nsp" / "timing.json").read_text())["seconds"]
+    assert 0.4 <= seconds < 5

@@ -93,10 +93,12 @@ def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
         os.symlink(os.path.relpath(shared, root), root / "data")  # every variant of a format reads the same data
     log(f"pre-training {variant.name}: --objective {args.objective} {_flags(variant.pretrain)}".rstrip())
     started = time.perf_counter()
-    result = pretrain(args)
+    try:
+        result = pretrain(args)
+    finally:  # a cut session's time counts too: the resumed run adds the rest
+        _add_timing(root, time.perf_counter() - started)
     if result.get("status") != "done":
         raise KeyboardInterrupt
-    _add_timing(root, time.perf_counter() - started)
 
 
 def _add_timing(root: Path, seconds: float) -> None:

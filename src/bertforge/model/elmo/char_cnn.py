@@ -41,12 +41,26 @@ class CharCNN(nn.Module):
                            if config.n_filters != config.projection_dim else nn.Identity())
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """Each distinct token of the batch is embedded once (on the CPU, where finding them is free).
+
+        The embedding of a token depends on its characters alone, so this is exact; the convolutions are most of
+        a training step's cost (tiny preset, 32 x 128 Chinese pieces: ~28%), and a batch repeats most of its
+        tokens. On an accelerator ``unique`` would wait for the device, so every position is embedded there.
+        """
         B, T, C = char_ids.shape
-        chars = self.char_embedding(char_ids.reshape(B * T, C)).transpose(1, 2)  # (BT, E, C)
-        x = torch.cat([self.activation(conv(chars).amax(dim=-1)) for conv in self.convs], dim=-1)  # (BT, F)
+        flat = char_ids.reshape(B * T, C)
+        if flat.device.type != "cpu":
+            return self.embed_tokens(flat).view(B, T, self.output_dim)
+        distinct, where = torch.unique(flat, dim=0, return_inverse=True)
+        return self.embed_tokens(distinct)[where].view(B, T, self.output_dim)  # (B, T, P)
+
+    def embed_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """(N, C) character ids -> (N, projection_dim): one embedding per row."""
+        chars = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
+        x = torch.cat([self.activation(conv(chars).amax(dim=-1)) for conv in self.convs], dim=-1)  # (N, F)
         for highway in self.highways:
             x = highway(x)
-        return self.projection(x).view(B, T, self.output_dim)  # (B, T, P)
+        return self.projection(x)
 
     def reset_parameters(self) -> None:
         """bilm-tf's initialisation: uniform chars, Kim et al.'s convolutions, highway gates biased to carry."""
