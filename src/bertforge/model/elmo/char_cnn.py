@@ -43,9 +43,10 @@ class CharCNN(nn.Module):
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
         """Each distinct token of the batch is embedded once (on the CPU, where finding them is free).
 
-        The embedding of a token depends on its characters alone, so this is exact; the convolutions are most of
-        a training step's cost (tiny preset, 32 x 128 Chinese pieces: ~28%), and a batch repeats most of its
-        tokens. On an accelerator ``unique`` would wait for the device, so every position is embedded there.
+        The embedding of a token depends on its characters alone, so this is exact. The convolutions dominated
+        a training step, and a batch repeats most of its tokens: tiny preset, 32 x 128 Chinese pieces (439
+        distinct of 4,096), a step took 2.0 s against 3.2 s with 2 threads. On an accelerator ``unique`` would
+        wait for the device, so every position is embedded there.
         """
         B, T, C = char_ids.shape
         flat = char_ids.reshape(B * T, C)
