@@ -5,7 +5,7 @@ Real SNLI test sentences (`fetch("snli")`) and the real all-MiniLM-L6-v2 (`fetch
 in this process (raw asyncio streams, one keep-alive connection per concurrent client, each request prepared
 beforehand and sent in one write: little CPU taken from the server's cores, as wrk would) sends one sentence per
 `POST /embed` at each concurrency, and reports throughput, latency percentiles, errors and the server's RSS when
-started, warm (after 200 requests) and after the load.
+started, warm (after 200 requests) and after the load (both once the server has been idle 1.5 s).
 
 1. in-process: `inference.encode` on the same sentences (sorted by length, padded per batch);
 2. the server with dynamic batching (the defaults) at concurrency 1, 8, 32, 64;
@@ -33,6 +33,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+# RSS is read once the server has been idle this long (warm and after alike): an idle server hands back what its
+# last batches freed (batcher.TRIM_EVERY_S after its last trim), so the reading is what it keeps, not a transient.
+SETTLE_S = 1.5
 
 
 @dataclass
@@ -218,12 +221,14 @@ def main() -> None:
         try:
             started = server.rss
             asyncio.run(load(server.url, sentences[:200], 8, "warm-up"))
+            time.sleep(SETTLE_S)
             before = server.rss  # warm: the allocator and the OpenMP threads have what steady work needs
             for c in levels:
                 results.append(asyncio.run(load(server.url, sentences, c, name)))
                 r = results[-1]
                 print(f"  {name:<13} c={c:<3} {r.throughput:8.1f} req/s  p50 {r.percentile(.5):7.1f} ms  "
                       f"p99 {r.percentile(.99):7.1f} ms  errors {r.errors}", flush=True)
+            time.sleep(SETTLE_S)
             rss[name] = (started, before, server.rss)
         finally:
             server.stop()

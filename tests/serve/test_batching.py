@@ -140,3 +140,30 @@ def test_the_model_thread_hands_freed_memory_back_when_it_is_time(served, make_a
     monkeypatch.setattr(batcher_module, "TRIM_EVERY_S", 0.0)
     asyncio.run(main(3))
     assert len(trims) == 3 and all(name.startswith("bertforge-model") for name in trims)
+
+
+def test_an_idle_server_trims_once_more_when_it_is_time(served, make_async_client, monkeypatch):
+    """The freed blocks of a load's last second go back too: the worker trims once the server is idle."""
+    import threading
+    import time
+
+    from bertforge.serve import batcher as batcher_module
+
+    model = served("encoder")
+    trims: list[str] = []
+
+    async def main():
+        async with make_async_client(model, max_wait_ms=1) as c:
+            b = c.app.state.batcher
+            b._trim = lambda: trims.append(threading.current_thread().name)
+            b._trimmed = time.monotonic()
+            for _ in range(3):
+                assert (await c.post("/embed", json={"inputs": "the cat"})).status_code == 200
+            assert trims == []  # under load: not yet time
+            await asyncio.sleep(0.6)  # idle past TRIM_EVERY_S: one trim, in the model thread
+            assert len(trims) == 1 and trims[0].startswith("bertforge-model")
+            await asyncio.sleep(0.6)  # nothing ran since: no more
+            assert len(trims) == 1
+
+    monkeypatch.setattr(batcher_module, "TRIM_EVERY_S", 0.4)
+    asyncio.run(main())
