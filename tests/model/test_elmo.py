@@ -244,7 +244,10 @@ def test_each_distinct_token_is_embedded_once_with_the_same_values_and_gradients
     cnn.reset_parameters()
     char_ids = wrapped_ids([["the", "cat", "the", "mat"], ["the", "cat"], ["a", "mat", "mat"]], 12)  # repeats, padding
     B, T, C = char_ids.shape
-    every_position = lambda: cnn.embed_tokens(char_ids.reshape(B * T, C)).view(B, T, -1)
+
+    def every_position():
+        return cnn.embed_tokens(char_ids.reshape(B * T, C)).view(B, T, -1)
+
     expected = every_position()
     embedded, embed_tokens = [], CharCNN.embed_tokens
     monkeypatch.setattr(CharCNN, "embed_tokens", lambda self, ids: embedded.append(len(ids)) or embed_tokens(self, ids))
@@ -252,6 +255,7 @@ def test_each_distinct_token_is_embedded_once_with_the_same_values_and_gradients
     assert embedded == [len({tuple(row) for row in char_ids.reshape(B * T, C).tolist()})] and embedded[0] < B * T
     assert (out - expected).abs().max() <= 1e-6
     weights = torch.randn(B, T, out.shape[-1])
-    grads = [torch.autograd.grad((x * weights).sum(), list(cnn.parameters())) for x in (cnn(char_ids), every_position())]
+    grads = [torch.autograd.grad((x * weights).sum(), list(cnn.parameters()))
+             for x in (cnn(char_ids), every_position())]
     for a, b in zip(*grads):
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
