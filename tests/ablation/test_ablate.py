@@ -3,8 +3,8 @@ data across variants, and bad input."""
 
 import json
 import subprocess
-import time
 import sys
+import time
 
 import numpy as np
 import pytest

@@ -234,7 +234,6 @@ def test_tiny_model_trains_end_to_end_through_every_parameter():
         model(torch.zeros(2, 3, 50, dtype=torch.long))
 
 
-
 def test_each_distinct_token_is_embedded_once_with_the_same_values_and_gradients(monkeypatch):
     """CharCNN embeds the distinct tokens of a batch once; outputs and gradients equal embedding every position."""
     from bertforge.model.elmo.char_cnn import CharCNN
