@@ -42,7 +42,13 @@ CLAIMS = (
     ("Contextual vectors beat static ones (ELMo > word2vec)", "elmo", "word2vec"),
     ("Pre-training beats random initialisation (BERT > random)", "bert", "random"),
     ("Bigger is better on the task (small > tiny)", "size-small", "size-tiny"),
+    ("Feature-based NER suffers from [MASK] alone (80/10/10 > 100/0/0, feature-based; Table 8)",
+     "mask-80-10-10-features", "mask-100-0-0-features"),
+    ("Random tokens alone are worse than 80/10/10 (fine-tuned; Table 8)", "mask-80-10-10", "mask-0-100-0"),
+    ("Random tokens alone are worse than 80/10/10 (feature-based; Table 8)", "mask-80-10-10-features",
+     "mask-0-100-0-features"),
 )
+ROBUST = "Fine-tuning is robust to the masking mix (no fine-tuned mix differs from 80/10/10; Table 8)"
 
 
 def collect(study: Study) -> dict:
@@ -121,11 +127,28 @@ def judge(results: dict, study: Study) -> list[dict]:
                     "not resolved (within one std)"
             verdicts.append({"claim": claim, "task": task.name, "higher": high, "lower": low,
                              "difference": diff, "margin": margin, "verdict": verdict})
+    verdicts += _masking_robustness(variants, study)
     sizes = [variants.get(f"size-{s}", {}).get("pretrain", {}).get("eval_perplexity") for s in ("tiny", "mini", "small")]
     if all(p is not None for p in sizes):
         held = sizes[0] > sizes[1] > sizes[2]
         verdicts.append({"claim": "Bigger models reach lower held-out MLM perplexity (tiny > mini > small)",
                          "task": "pre-training", "perplexities": sizes, "verdict": "holds" if held else "does not hold"})
+    return verdicts
+
+
+def _masking_robustness(variants: dict, study: Study) -> list[dict]:
+    """Per task: how many fine-tuned masking mixes differ from 80/10/10 by more than the larger std."""
+    verdicts = []
+    for task in study.specs:
+        base = variants.get("mask-80-10-10", {}).get("tasks", {}).get(task.name)
+        others = {m: variants.get(f"mask-{m.replace(',', '-')}", {}).get("tasks", {}).get(task.name)
+                  for m in MIXES[1:]}
+        if not base or base["mean"] is None or any(not r or r["mean"] is None for r in others.values()):
+            continue
+        apart = [m for m, r in others.items() if abs(r["mean"] - base["mean"]) > max(r["std"], base["std"])]
+        spread = max(r["mean"] for r in (base, *others.values())) - min(r["mean"] for r in (base, *others.values()))
+        verdicts.append({"claim": ROBUST, "task": task.name, "spread": spread, "apart": apart,
+                         "verdict": "holds" if not apart else f"does not hold ({len(apart)} of {len(others)} apart)"})
     return verdicts
 
 
@@ -160,8 +183,12 @@ def markdown(study: Study, results: dict) -> str:
             "the next token, the last sixth of a permutation, both directions). Paper masking rows are MASK/SAME/RND "
             f"({', '.join(PAPER_MIXES)}); the variant names use --mask-mix MASK,RANDOM,KEEP.", "", "## Claims", ""]
     for c in results["claims"]:
-        detail = (f"difference {c['difference']:+.3f}, larger std {c['margin']:.3f}" if "difference" in c
-                  else "perplexities " + ", ".join(f"{x:.1f}" for x in c["perplexities"]))
+        if "difference" in c:
+            detail = f"difference {c['difference']:+.3f}, larger std {c['margin']:.3f}"
+        elif "spread" in c:
+            detail = f"means span {c['spread']:.3f}" + (f"; apart: {', '.join(c['apart'])}" if c["apart"] else "")
+        else:
+            detail = "perplexities " + ", ".join(f"{x:.1f}" for x in c["perplexities"])
         text.append(f"- {c['claim']} — {c['task']}: **{c['verdict']}** ({detail})")
     return "\n".join(text) + "\n"
 
