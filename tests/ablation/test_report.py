@@ -53,3 +53,15 @@ def test_masking_robustness_waits_for_every_mix():
     cells = mixes()
     del cells["mask-0-80-20"]
     assert verdicts(cells, ROBUST) == []
+
+
+def test_size_perplexity_is_judged_on_the_sizes_pre_trained():
+    def sized(**ppl):
+        return {"variants": {f"size-{s}": {"pretrain": {"eval_perplexity": p}} for s, p in ppl.items()}}
+
+    assert [v for v in judge(sized(tiny=590.0), study("ner")) if "perplexity" in v["claim"]] == []
+    (two,) = [v for v in judge(sized(tiny=590.0, mini=420.0), study("ner")) if "perplexity" in v["claim"]]
+    assert two["verdict"] == "holds" and two["claim"].endswith("(tiny > mini)")
+    (three,) = [v for v in judge(sized(tiny=590.0, mini=420.0, small=450.0), study("ner"))
+                if "perplexity" in v["claim"]]
+    assert three["verdict"] == "does not hold" and three["perplexities"] == [590.0, 420.0, 450.0]

@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bertforge.ablation.plan import PAPER_MIXES, MIXES, Study, variants_of
+from bertforge.ablation.plan import PAPER_MIXES, MIXES, SIZES, Study, variants_of
 from bertforge.io.atomic import atomic_path, atomic_write_text
 
 METRIC = {"classify": "accuracy", "regress": "spearman", "choice": "accuracy", "tag": "f1", "qa": "f1"}
@@ -41,7 +41,8 @@ CLAIMS = (
     ("BERT beats ELMo", "bert", "elmo"),
     ("Contextual vectors beat static ones (ELMo > word2vec)", "elmo", "word2vec"),
     ("Pre-training beats random initialisation (BERT > random)", "bert", "random"),
-    ("Bigger is better on the task (small > tiny)", "size-small", "size-tiny"),
+    ("Bigger is better on the task (mini > tiny)", "size-mini", "size-tiny"),
+    ("Bigger is better on the task (small > mini)", "size-small", "size-mini"),
     ("Feature-based NER suffers from [MASK] alone (80/10/10 > 100/0/0, feature-based; Table 8)",
      "mask-80-10-10-features", "mask-100-0-0-features"),
     ("Random tokens alone are worse than 80/10/10 (fine-tuned; Table 8)", "mask-80-10-10", "mask-0-100-0"),
@@ -128,12 +129,20 @@ def judge(results: dict, study: Study) -> list[dict]:
             verdicts.append({"claim": claim, "task": task.name, "higher": high, "lower": low,
                              "difference": diff, "margin": margin, "verdict": verdict})
     verdicts += _masking_robustness(variants, study)
-    sizes = [variants.get(f"size-{s}", {}).get("pretrain", {}).get("eval_perplexity") for s in ("tiny", "mini", "small")]
-    if all(p is not None for p in sizes):
-        held = sizes[0] > sizes[1] > sizes[2]
-        verdicts.append({"claim": "Bigger models reach lower held-out MLM perplexity (tiny > mini > small)",
-                         "task": "pre-training", "perplexities": sizes, "verdict": "holds" if held else "does not hold"})
+    verdicts += _size_perplexity(variants)
     return verdicts
+
+
+def _size_perplexity(variants: dict) -> list[dict]:
+    """Bigger -> lower held-out MLM perplexity, over the sizes that have been pre-trained (two or more)."""
+    sizes = {s: variants.get(f"size-{s}", {}).get("pretrain", {}).get("eval_perplexity") for s in SIZES}
+    sizes = {s: p for s, p in sizes.items() if p is not None}
+    if len(sizes) < 2:
+        return []
+    ppl = list(sizes.values())
+    held = all(a > b for a, b in zip(ppl, ppl[1:]))
+    return [{"claim": f"Bigger models reach lower held-out MLM perplexity ({' > '.join(sizes)})",
+             "task": "pre-training", "perplexities": ppl, "verdict": "holds" if held else "does not hold"}]
 
 
 def _masking_robustness(variants: dict, study: Study) -> list[dict]:
