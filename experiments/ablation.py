@@ -60,12 +60,15 @@ def chinese() -> tuple[list[str], list[str]]:
 
 
 class _Bunch(pickle.Unpickler):
-    """gensim ships the newsgroups sample as a zlib'd protocol-0 pickle of an sklearn Bunch: read it as dicts."""
+    """gensim ships the newsgroups sample as a zlib'd protocol-0 (Python 2) pickle of an sklearn Bunch, a dict
+    subclass holding lists and numpy arrays: the Bunch becomes a plain dict, numpy loads its own arrays."""
 
     def find_class(self, module, name):
-        if name == "_reconstructor":
-            return lambda cls, base, state: {}
-        return dict
+        if (module, name) == ("copy_reg", "_reconstructor"):
+            return lambda cls, base, state: base(state) if base is dict else base.__new__(cls)
+        if module.startswith("sklearn."):
+            return dict
+        return super().find_class(module, name)
 
 
 def english() -> tuple[list[str], list[str]]:
