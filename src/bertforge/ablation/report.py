@@ -206,12 +206,13 @@ def plot(study: Study, results: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    tasks = study.specs
+    scored = {t.name: [(v["label"], v["tasks"][t.name]) for v in results["variants"].values()
+                       if t.name in v["tasks"] and v["tasks"][t.name]["mean"] is not None] for t in study.specs}
+    tasks = [t for t in study.specs if scored[t.name]] or study.specs[:1]  # no empty panels (masking: NER only)
     fig = Figure(figsize=(10, 3.2 * len(tasks)), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, task in zip(fig.subplots(len(tasks), 1, squeeze=False)[:, 0], tasks):
-        rows = [(v["label"], v["tasks"][task.name]) for v in results["variants"].values()
-                if task.name in v["tasks"] and v["tasks"][task.name]["mean"] is not None]
+        rows = scored[task.name]
         ax.barh(range(len(rows)), [r["mean"] for _, r in rows], xerr=[r["std"] for _, r in rows], capsize=3,
                 color="#4c72b0")
         ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
