@@ -61,7 +61,7 @@ def test_size_perplexity_is_judged_on_the_sizes_pre_trained():
 
     assert [v for v in judge(sized(tiny=590.0), study("ner")) if "perplexity" in v["claim"]] == []
     (two,) = [v for v in judge(sized(tiny=590.0, mini=420.0), study("ner")) if "perplexity" in v["claim"]]
-    assert two["verdict"] == "holds" and two["claim"].endswith("(tiny > mini)")
+    assert two["verdict"] == "holds" and two["claim"].endswith("(perplexity tiny > mini)")
     (three,) = [v for v in judge(sized(tiny=590.0, mini=420.0, small=450.0), study("ner"))
                 if "perplexity" in v["claim"]]
     assert three["verdict"] == "does not hold" and three["perplexities"] == [590.0, 420.0, 450.0]

@@ -141,7 +141,7 @@ def _size_perplexity(variants: dict) -> list[dict]:
         return []
     ppl = list(sizes.values())
     held = all(a > b for a, b in zip(ppl, ppl[1:]))
-    return [{"claim": f"Bigger models reach lower held-out MLM perplexity ({' > '.join(sizes)})",
+    return [{"claim": f"Bigger models reach lower held-out MLM perplexity (perplexity {' > '.join(sizes)})",
              "task": "pre-training", "perplexities": ppl, "verdict": "holds" if held else "does not hold"}]
 
 
