@@ -64,8 +64,8 @@ class _Bunch(pickle.Unpickler):
     subclass holding lists and numpy arrays: the Bunch becomes a plain dict, numpy loads its own arrays."""
 
     def find_class(self, module, name):
-        if (module, name) == ("copy_reg", "_reconstructor"):
-            return lambda cls, base, state: base(state) if base is dict else base.__new__(cls)
+        if (module, name) == ("copy_reg", "_reconstructor"):  # the Bunch: (Bunch, dict, its items)
+            return lambda cls, base, state: dict(state)
         if module.startswith("sklearn."):
             return dict
         return super().find_class(module, name)

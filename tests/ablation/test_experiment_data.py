@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_english_study_data(fetched, tmp_path, monkeypatch):
-    fetched("gensim-data"), fetched("snli")
+    fetched("gensim-data")
+    fetched("snli")
     spec = importlib.util.spec_from_file_location("ablation_experiment", ROOT / "experiments" / "ablation.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
