@@ -344,7 +344,7 @@ def attention_benchmark(args) -> None:
     torch.manual_seed(0)
     model = minilm_classifier(num_labels)
     inputs = ("input_ids", "token_type_ids", "attention_mask", "labels")
-    variants = ("padded", "repad", "loop", "jagged")
+    variants = ("padded", "repad", "loop", "bucket", "jagged")
     saved = dict(unpadded.ATTENTION)
     print(f"\nCPU attention variants of the unpadded path (MiniLM, {len(batches)} random SNLI batches of 32, "
           f"{torch.get_num_threads()} threads): seconds per batch, best of {args.repeats}")

@@ -237,7 +237,7 @@ def part_finetune(args, device, peak, results) -> None:
     def loss(net, batch):
         return {"loss": net(**batch).loss}
 
-    variants = [("bertforge unpadded, " + v, v, 0.0) for v in ("repad", "loop", "jagged")]
+    variants = [("bertforge unpadded, " + v, v, 0.0) for v in ("repad", "loop", "bucket", "jagged")]
     variants += [("bertforge padded", None, float("inf"))]
     times = {}
     saved = dict(unpadded.ATTENTION)

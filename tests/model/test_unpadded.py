@@ -53,7 +53,7 @@ def assert_same_gradients(ga, gb):
         assert_close(ga[name], gb[name])
 
 
-@pytest.mark.parametrize("variant", ["repad", "loop", "jagged"])
+@pytest.mark.parametrize("variant", ["repad", "loop", "bucket", "jagged"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lengths, pairs", [([9, 3, 12, 7], True), ([12, 12, 12], True), ([5, 11, 2, 8], False)])
 def test_outputs_and_gradients_equal_the_padded_path(monkeypatch, variant, causal, lengths, pairs):
@@ -127,7 +127,7 @@ def test_heads_equal_the_padded_path():
     assert_same_gradients(gb, ga)
 
 
-@pytest.mark.parametrize("variant", ["repad", "loop"])
+@pytest.mark.parametrize("variant", ["repad", "loop", "bucket"])
 def test_pretraining_losses_and_gradients_equal_the_padded_path(monkeypatch, variant):
     """The sparse last layer (queries at [CLS] and the labelled positions) and the causal LM head."""
     monkeypatch.setitem(unpadded.ATTENTION, "cpu", variant)
@@ -207,16 +207,31 @@ def test_weight_names_are_unchanged():
     assert not any("unpad" in n for n in names)
 
 
+@pytest.mark.parametrize("variant, calls_per_layer", [("loop", 4), ("bucket", 3)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_per_sequence_attention_takes_the_fused_cpu_kernel(causal):
-    """Inference on CPU: every per-sequence call goes to PyTorch's fused (flash) kernel, which takes only 4-D
-    inputs; 3-D ones fall back to the unfused math path, ~1.7x slower a call on short sentences."""
+def test_inference_attention_takes_the_fused_cpu_kernel(monkeypatch, variant, calls_per_layer, causal):
+    """Inference on CPU: every attention call (one per sequence, or one per bucket of similar lengths: here
+    {12, 9}, {7}, {3}) goes to PyTorch's fused (flash) kernel, which takes only 4-D inputs; 3-D ones fall back
+    to the unfused math path, ~1.7x slower a call on short sentences."""
     from torch.profiler import profile
 
+    monkeypatch.setitem(unpadded.ATTENTION, "cpu", variant)
     model = (BertLMHeadModel if causal else BertModel)(config(is_decoder=causal)).eval()
     ids, types, mask = padded_batch([9, 3, 12, 7])
     with torch.inference_mode(), profile() as prof:
         model(ids, types, mask)
     calls = {e.key: e.count for e in prof.key_averages() if "scaled_dot_product" in e.key}
-    assert calls.get("aten::_scaled_dot_product_flash_attention_for_cpu") == 4 * 3, calls
+    assert calls.get("aten::_scaled_dot_product_flash_attention_for_cpu") == calls_per_layer * 3, calls
     assert not any("math" in key for key in calls), calls
+
+
+def test_buckets_group_similar_lengths_and_put_every_row_back():
+    layout = unpadded.unpadding([9, 3, 12, 7, 12], width=12, device="cpu")
+    plan = layout.buckets
+    assert [b.shape for b in plan.buckets] == [(3, 12), (1, 7), (1, 3)]  # 12, 12, 9 (>= 0.7 x 12); 7; 3
+    first = plan.buckets[0]
+    assert first.real is not None and first.key_mask[:, 0, 0].sum(1).tolist() == [12, 12, 9]
+    assert plan.buckets[1].real is None and plan.buckets[1].key_mask is None  # no padding: no mask
+    slots = torch.cat([b.rows if b.real is None else b.rows[b.real] for b in plan.buckets])
+    assert torch.equal(slots[plan.inverse], torch.arange(sum([9, 3, 12, 7, 12])))  # every packed row, once
+    assert unpadded.length_buckets([], "cpu").buckets == ()

@@ -8,6 +8,7 @@ from torch import nn
 
 from bertforge.config import BertConfig
 from bertforge.model.attention import BertAttention
+from bertforge.model.dropout import Dropout
 from bertforge.model.unpadded import Unpadded, packed_rows
 
 ACTIVATIONS = {
@@ -35,7 +36,7 @@ class BertOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)

@@ -20,6 +20,7 @@ from bertforge.config import BertConfig
 from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import CheckpointError
 from bertforge.model.bert import BertModel
+from bertforge.model.dropout import Dropout
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
 from bertforge.model.pretrained import BertPreTrainedModel
@@ -146,7 +147,7 @@ class BertForSequenceClassification(LabelledModel):
         super().__init__(config)
         self.num_labels = resolve_labels(config)
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.dropout = Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.init_weights()
 
@@ -220,7 +221,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.dropout = Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.init_weights()
 
@@ -252,7 +253,7 @@ class BertForTokenClassification(LabelledModel):
         super().__init__(config)
         self.num_labels = resolve_labels(config)
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.dropout = Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.init_weights()
 

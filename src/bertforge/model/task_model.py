@@ -28,6 +28,7 @@ from bertforge.io.atomic import atomic_write_text
 from bertforge.io.jsonl import read_json_object
 from bertforge.io.weights import read_state_dict, save_state_dict
 from bertforge.model.bert import BertModel, sentence_vector
+from bertforge.model.dropout import Dropout
 from bertforge.model.heads import choice_loss, problem_type, sequence_loss, span_loss, token_loss
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput, SequenceClassifierOutput,
                                      TokenClassifierOutput)
@@ -128,7 +129,7 @@ class TaskModel(nn.Module):
             self.bilstm = None
         self.num_labels = len(settings.get("id2label", {})) or 1
         outputs = {"sequence": self.num_labels, "token": self.num_labels, "choice": 1, "span": 2}[self.kind]
-        self.dropout = nn.Dropout(settings.get("dropout", 0.1))
+        self.dropout = Dropout(settings.get("dropout", 0.1))
         self.classifier = nn.Linear(width, outputs)
         nn.init.normal_(self.classifier.weight, std=0.02)
         nn.init.zeros_(self.classifier.bias)

@@ -1,9 +1,9 @@
 """Running the encoder on the real tokens only (MosaicBERT's unpadding, without a kernel library).
 
 A right-padded batch (B, T) holds N <= B * T real tokens. ``unpad_input`` gathers them once into (N, ...)
-rows; embeddings, every Linear, LayerNorm, GELU and residual then run on those N rows, attention runs per
-sequence (``attention``), and ``pad_output`` scatters the result back to (B, T, ...) where a head needs it
-(zeros at the padding). The weights are the same modules: nothing but the row layout changes.
+rows; embeddings, every Linear, LayerNorm, GELU and residual then run on those N rows, attention runs within
+each sequence (``attention``: per sequence, or per bucket of similar lengths), and ``pad_output`` scatters the
+result back to (B, T, ...) where a head needs it (zeros at the padding). The weights are the same modules: nothing but the row layout changes.
 
 Which rows are real is a host fact (the row lengths), known where the batch was made. ``to_device`` keeps a
 host copy of a tensor's values when it moves the tensor, so the model reads lengths (and checks ids) without
@@ -13,6 +13,7 @@ a training step).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,16 +21,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bertforge.model.dropout import scaled_dot_product_attention
+
 _HOST = "_bertforge_host"  # the attribute holding a tensor's host copy (an ndarray of its values)
 _NUMPY_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
                  torch.float32, torch.float64)
 
-# Attention over packed rows, by device type: "loop" (SDPA per sequence), "repad" (scatter q, k, v back to
+# Attention over packed rows, by device type: "loop" (SDPA per sequence), "bucket" (sequences of similar length
+# grouped, one SDPA per group padded to its longest: ``Unpadded.buckets``), "repad" (scatter q, k, v back to
 # (B, A, T, D), one masked SDPA, gather the real rows), or "jagged" (nested jagged tensors: SDPA's varlen flash
-# and memory-efficient kernels on CUDA; not causal). CPU, MiniLM, random SNLI batches of 32 (benchmarks/
-# finetune.py --attention, 1 and 2 threads): loop 4-10% faster than repad for training and inference, jagged
-# 10-90% slower (a fallback on CPU). On CUDA repad is the tested default; benchmarks/gpu.py times all three.
-ATTENTION = {"cpu": "loop", "cuda": "repad"}
+# and memory-efficient kernels on CUDA; not causal). CPU, MiniLM, 16 random SNLI batches of 32, 2 threads
+# (benchmarks/finetune.py --attention, 2026-12-02): training (forward + backward) bucket 330 ms, loop 339, repad
+# 343, jagged 559; inference 86.7, 88.9, 92.4, 198. In training "bucket" makes ~6 calls a layer instead of 32,
+# each with the dropout of model/dropout.py. On CUDA repad is the tested default; benchmarks/gpu.py times all.
+ATTENTION = {"cpu": "bucket", "cuda": "repad"}
+BUCKET_RATIO = 0.7  # "bucket": a bucket's shortest sequence is at least this share of its longest
 
 
 # --- host facts ------------------------------------------------------------------------------------------
@@ -93,6 +99,52 @@ class Unpadded:
     def max_seqlen(self) -> int:
         return max(self.lengths, default=0)
 
+    @functools.cached_property
+    def buckets(self) -> Buckets:
+        """The sequences in groups of similar length, for ``attention``'s "bucket" variant (made once a batch)."""
+        return length_buckets(self.lengths, self.cu_seqlens.device)
+
+
+@dataclass(frozen=True, eq=False)
+class Bucket:
+    """G sequences, each padded to the longest (L): which packed row fills each of the (G, L) slots."""
+
+    shape: tuple[int, int]  # (G, L)
+    rows: torch.Tensor  # (G * L,) the packed row at each slot (a padding slot repeats its sequence's first row)
+    real: torch.Tensor | None  # (n,) the slots that hold real tokens; None: every slot does
+    key_mask: torch.Tensor | None  # (G, 1, 1, L) bool, True at real keys; None: no padding
+
+
+@dataclass(frozen=True, eq=False)
+class Buckets:
+    buckets: tuple[Bucket, ...]
+    inverse: torch.Tensor  # (N,) packed row n's place among the buckets' real slots, taken in order
+
+
+def length_buckets(lengths: Sequence[int], device: torch.device | str, ratio: float = BUCKET_RATIO) -> Buckets:
+    """Sequences sorted by length, longest first, cut into buckets where the shortest is at least ``ratio`` of
+    the longest (so padding is under 1 - ratio of a bucket's slots). Made on the host."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    order = np.argsort(-lengths, kind="stable")
+    on_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
+    buckets, placed, first = [], [], 0
+    while first < len(order):
+        longest = int(lengths[order[first]])
+        last = first
+        while last + 1 < len(order) and lengths[order[last + 1]] >= ratio * longest:
+            last += 1
+        members, first = order[first:last + 1], last + 1
+        real = np.arange(longest)[None, :] < lengths[members, None]  # (G, L)
+        rows = (starts[members, None] + np.where(real, np.arange(longest)[None, :], 0)).reshape(-1)
+        full = bool(real.all())
+        placed.append(rows[real.reshape(-1)])
+        buckets.append(Bucket((len(members), longest), on_device(rows),
+                              None if full else on_device(np.flatnonzero(real)),
+                              None if full else on_device(real[:, None, None, :])))
+    return Buckets(tuple(buckets), on_device(np.argsort(np.concatenate(placed)) if placed else
+                                             np.zeros(0, np.int64)))
+
 
 def unpadding(lengths: Sequence[int], width: int, device: torch.device | str, causal: bool = False) -> Unpadded:
     """The layout of a batch whose row b holds ``lengths[b]`` real tokens followed by padding up to ``width``
@@ -136,6 +188,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Unpadde
         return _repad_attention(q, k, v, layout, dropout_p, query_positions)
     if variant == "loop":
         return _loop_attention(q, k, v, layout, dropout_p)
+    if variant == "bucket":
+        return _bucket_attention(q, k, v, layout, dropout_p)
     if variant == "jagged":
         return _jagged_attention(q, k, v, layout, dropout_p)
     raise ValueError(f"unknown attention variant {variant!r}; expected loop, repad or jagged")
@@ -155,7 +209,7 @@ def _repad_attention(q, k, v, layout: Unpadded, dropout_p: float, query_position
         rows = query_positions[:, :, None]  # (B, S, 1)
     if layout.causal:
         mask = mask & (torch.arange(T, device=q.device)[None, None, :] <= rows)[:, None]  # (B, 1, S or T, T)
-    context = F.scaled_dot_product_attention(query, heads(k), heads(v), attn_mask=mask, dropout_p=dropout_p)
+    context = scaled_dot_product_attention(query, heads(k), heads(v), attn_mask=mask, dropout_p=dropout_p)
     context = context.transpose(1, 2)  # (B, S or T, A, D)
     if query_positions is None:
         return unpad_input(context, layout.indices)
@@ -169,11 +223,27 @@ def _loop_attention(q, k, v, layout: Unpadded, dropout_p: float):
     the unfused math path (MiniLM, 12 heads, 14 tokens: 48 us a call against 80)."""
     outputs = []
     for qs, ks, vs in zip(*(x.split(layout.lengths) for x in (q, k, v))):
-        out = F.scaled_dot_product_attention(qs.transpose(0, 1)[None], ks.transpose(0, 1)[None],
-                                             vs.transpose(0, 1)[None], dropout_p=dropout_p,
-                                             is_causal=layout.causal)  # (1, A, L, D)
+        out = scaled_dot_product_attention(qs.transpose(0, 1)[None], ks.transpose(0, 1)[None],
+                                           vs.transpose(0, 1)[None], dropout_p=dropout_p,
+                                           is_causal=layout.causal)  # (1, A, L, D)
         outputs.append(out[0].transpose(0, 1))
     return torch.cat(outputs)
+
+
+def _bucket_attention(q, k, v, layout: Unpadded, dropout_p: float):
+    """One SDPA per bucket of similar lengths (``Unpadded.buckets``), each padded to its longest sequence."""
+    outputs = []
+    for bucket in layout.buckets.buckets:
+        G, L = bucket.shape
+        heads = lambda x: x.index_select(0, bucket.rows).view(G, L, *x.shape[1:]).transpose(1, 2)  # (G, A, L, D)
+        mask = bucket.key_mask
+        if layout.causal and mask is not None:
+            mask = mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+        out = scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask, dropout_p=dropout_p,
+                                           is_causal=layout.causal and mask is None)  # (G, A, L, D)
+        out = out.transpose(1, 2).flatten(0, 1)  # (G * L, A, D)
+        outputs.append(out if bucket.real is None else out.index_select(0, bucket.real))
+    return torch.cat(outputs).index_select(0, layout.buckets.inverse)
 
 
 def _jagged_attention(q, k, v, layout: Unpadded, dropout_p: float):

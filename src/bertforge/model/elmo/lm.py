@@ -30,6 +30,7 @@ from bertforge.io.weights import save_state_dict
 from bertforge.model.elmo.bilm import ElmoBiLM, load_exactly, read_pretrained
 from bertforge.model.elmo.chars import BOS_TOKEN, EOS_TOKEN, batch_to_char_ids
 from bertforge.model.elmo.config import ElmoConfig
+from bertforge.model.dropout import dropout
 from bertforge.model.elmo.vocab import WordVocab
 
 LOGITS_PER_CHUNK = 1 << 24  # floats of logits alive at once (64 MiB in fp32)
@@ -83,7 +84,7 @@ class ElmoLanguageModel(nn.Module):
                 ) -> ElmoLMOutput:
         mask = (char_ids > 0).any(-1) if mask is None else mask.bool()  # (B, T)
         top = self.bilm(char_ids, mask)[:, -1]  # (B, T, 2P)
-        top = F.dropout(top, self.config.dropout, self.training)
+        top = dropout(top, self.config.dropout, self.training)
         P = self.config.projection_dim
         keep = mask & (word_ids != IGNORE_INDEX)
         # forward: position t predicts t + 1; backward: position t + 1 predicts t

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bertforge.model.dropout import Dropout
 from bertforge.model.xlnet.config import XLNetConfig
 
 
@@ -82,7 +83,7 @@ class RelativeAttention(nn.Module):
         self.r_w_bias = nn.Parameter(torch.empty(A, D))
         self.seg_embed = nn.Parameter(torch.empty(2, A, D))
         self.layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def _heads(self, x: torch.Tensor, *weights: torch.Tensor) -> list[torch.Tensor]:
         """x (B, L, H) through one fused matmul -> one (B, A, L, D) per weight."""

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.errors import UsageError
+from bertforge.model.dropout import Dropout
 from bertforge.model.heads import BertForSequenceClassification, LabelMaps, check_class_ids, resolve_labels
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
@@ -46,9 +47,9 @@ class XLNetSequenceSummary(nn.Module):
         self.activation = (torch.tanh if act == "tanh" else
                            ACTIVATIONS[act] if act in ACTIVATIONS else nn.Identity())  # None, "", "linear"
         first = float(config.extra.get("summary_first_dropout") or 0.0)
-        self.first_dropout = nn.Dropout(first) if first > 0 else nn.Identity()
+        self.first_dropout = Dropout(first) if first > 0 else nn.Identity()
         last = config.summary_last_dropout
-        self.last_dropout = nn.Dropout(last) if last > 0 else nn.Identity()
+        self.last_dropout = Dropout(last) if last > 0 else nn.Identity()
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         # hidden: (B, T, H); attention_mask: (B, T) or None -> (B, H)

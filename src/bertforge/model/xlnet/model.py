@@ -15,6 +15,7 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import UsageError
+from bertforge.model.dropout import Dropout
 from bertforge.model.heads import check_class_ids
 from bertforge.model.xlnet.attention import AttentionInputs, RelativeAttention, relative_positions
 from bertforge.model.xlnet.config import XLNetConfig
@@ -50,7 +51,7 @@ class XLNetFeedForward(nn.Module):
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layer_1 = nn.Linear(config.d_model, config.d_inner)
         self.layer_2 = nn.Linear(config.d_inner, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.act = ACTIVATIONS[config.ff_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ class XLNetModel(XLNetPreTrainedModel):
         self.word_embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.mask_emb = nn.Parameter(torch.empty(1, 1, config.d_model))  # the query stream's start
         self.layer = nn.ModuleList(XLNetLayer(config) for _ in range(config.n_layer))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
