@@ -3,7 +3,8 @@
 A right-padded batch (B, T) holds N <= B * T real tokens. ``unpad_input`` gathers them once into (N, ...)
 rows; embeddings, every Linear, LayerNorm, GELU and residual then run on those N rows, attention runs within
 each sequence (``attention``: per sequence, or per bucket of similar lengths), and ``pad_output`` scatters the
-result back to (B, T, ...) where a head needs it (zeros at the padding). The weights are the same modules: nothing but the row layout changes.
+result back to (B, T, ...) where a head needs it (zeros at the padding). The weights are the same modules:
+nothing but the row layout changes.
 
 Which rows are real is a host fact (the row lengths), known where the batch was made. ``to_device`` keeps a
 host copy of a tensor's values when it moves the tensor, so the model reads lengths (and checks ids) without
@@ -192,7 +193,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Unpadde
         return _bucket_attention(q, k, v, layout, dropout_p)
     if variant == "jagged":
         return _jagged_attention(q, k, v, layout, dropout_p)
-    raise ValueError(f"unknown attention variant {variant!r}; expected loop, repad or jagged")
+    raise ValueError(f"unknown attention variant {variant!r}; expected loop, bucket, repad or jagged")
 
 
 def _repad_attention(q, k, v, layout: Unpadded, dropout_p: float, query_positions: torch.Tensor | None):
