@@ -63,17 +63,18 @@ class _CpuDropout(torch.autograd.Function):
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                  attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False) -> torch.Tensor:
-    """F.scaled_dot_product_attention (boolean ``attn_mask``: True = may attend); with dropout on the CPU the
-    probabilities are computed here and dropped by ``dropout``. A query that may attend to nothing gets the
-    mean of the values (F.sdpa's math path gives zeros): only padding rows are ever in that case."""
-    if dropout_p == 0.0 or q.device.type != "cpu":
+    """F.scaled_dot_product_attention (boolean ``attn_mask``: True = may attend), which also takes ``attn_mask``
+    and ``is_causal`` together; with dropout on the CPU the probabilities are computed here and dropped by
+    ``dropout``. A query that may attend to nothing gets the mean of the values (F.sdpa's math path gives
+    zeros): only padding rows are ever in that case."""
+    explicit = dropout_p > 0.0 and q.device.type == "cpu"
+    if is_causal and (attn_mask is not None or explicit):  # F.sdpa takes one or the other
+        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        attn_mask, is_causal = (causal if attn_mask is None else attn_mask & causal), False
+    if not explicit:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (..., S, T)
-    if is_causal:
-        S, T = scores.shape[-2:]
-        causal = torch.ones(S, T, dtype=torch.bool, device=q.device).tril()
-        attn_mask = causal if attn_mask is None else attn_mask & causal
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
     return dropout(scores.softmax(dim=-1), dropout_p) @ v

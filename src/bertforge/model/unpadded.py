@@ -237,11 +237,8 @@ def _bucket_attention(q, k, v, layout: Unpadded, dropout_p: float):
     for bucket in layout.buckets.buckets:
         G, L = bucket.shape
         heads = lambda x: x.index_select(0, bucket.rows).view(G, L, *x.shape[1:]).transpose(1, 2)  # (G, A, L, D)
-        mask = bucket.key_mask
-        if layout.causal and mask is not None:
-            mask = mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-        out = scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask, dropout_p=dropout_p,
-                                           is_causal=layout.causal and mask is None)  # (G, A, L, D)
+        out = scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=bucket.key_mask,
+                                           dropout_p=dropout_p, is_causal=layout.causal)  # (G, A, L, D)
         out = out.transpose(1, 2).flatten(0, 1)  # (G * L, A, D)
         outputs.append(out if bucket.real is None else out.index_select(0, bucket.real))
     return torch.cat(outputs).index_select(0, layout.buckets.inverse)
