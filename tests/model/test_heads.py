@@ -360,3 +360,33 @@ def test_labels_out_of_range_are_clear_errors(heads):
     with pytest.raises(ValueError, match="multi-label classification labels must be in"):
         seq(**inputs, labels=torch.tensor([[2.0, 0, 0], [0, 0, 0], [0, 0, 0]]))
     assert seq(**inputs, labels=torch.tensor([0, 2, 1])).loss.item() > 0  # valid ones still pass
+
+
+@pytest.mark.parametrize("is_decoder", [False, True])
+@pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForMultipleChoice])
+def test_sentence_heads_computing_the_last_layer_at_one_position_equal_every_position(cls, is_decoder):
+    """Sentence heads run their last layer at [CLS] (or a causal model's last real token) alone; the logits,
+    the loss and every gradient equal the model run at every position (hidden states asked for), with
+    uneven padding on both the packed and the padded path."""
+    torch.manual_seed(0)
+    model = perturb(cls(BertConfig(**TINY, is_decoder=is_decoder, hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0, extra={"id2label": NAMES})), 0).train()
+    inputs = batch(B=4, T=12)
+    inputs["attention_mask"][1, 5:] = 0
+    labels = torch.tensor([0, 2, 1, 1])
+    if cls is BertForMultipleChoice:
+        inputs = {k: v.view(2, 2, 12) for k, v in inputs.items()}
+        labels = torch.tensor([1, 0])
+    for threshold in (0.0, 2.0):  # packed real tokens, then the padded batch
+        model.bert.unpad_threshold = threshold
+        results = []
+        for every_position in (False, True):
+            model.zero_grad()
+            out = model(**inputs, labels=labels, output_hidden_states=every_position)
+            out.loss.backward()
+            results.append((out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        (fast, fast_grads), (full, full_grads) = results
+        assert (fast - full).abs().max() < TOL
+        for name, grad in full_grads.items():
+            assert (fast_grads[name] - grad).abs().max() < TOL, name
+    assert fast_grads["bert.encoder.layer.1.output.dense.weight"].abs().sum() > 0

@@ -46,6 +46,18 @@ def sentence_vector(hidden: torch.Tensor, attention_mask: torch.Tensor | None, l
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index.clamp(min=0)]
 
 
+def sentence_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, last: bool) -> torch.Tensor:
+    """(B, 1): the position whose vector a sentence head reads, for ``BertModel(output_positions=...)``:
+    [CLS] (0), or with ``last`` each row's last real token (``sentence_vector``'s rule). Given to the model,
+    its last layer runs at that position alone (the head reads nothing else), which saves most of one layer:
+    on MiniLM (6 layers) about 14% of the encoder's matrix products."""
+    if not last:
+        return torch.zeros_like(input_ids[:, :1])
+    if attention_mask is None:
+        return torch.full_like(input_ids[:, :1], input_ids.shape[1] - 1)
+    return (attention_mask.long().sum(1, keepdim=True) - 1).clamp(min=0)
+
+
 class BertModel(BertPreTrainedModel):
     base_model_prefix = "bert"
 

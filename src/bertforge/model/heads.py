@@ -19,7 +19,7 @@ from torch import nn
 from bertforge.config import BertConfig
 from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import CheckpointError
-from bertforge.model.bert import BertModel
+from bertforge.model.bert import BertModel, sentence_positions
 from bertforge.model.dropout import Dropout
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
@@ -105,6 +105,15 @@ def check_class_ids(name: str, labels: torch.Tensor, n: int, what: str = "labels
                              f"(use {IGNORE_INDEX} for no loss)")
 
 
+def sentence_only(config: BertConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  every_position: bool) -> torch.Tensor | None:
+    """``output_positions`` for a head that reads the pooled vector alone: its sentence position (the last
+    layer then runs there only), or None when hidden states or attentions are asked for."""
+    if every_position or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        return None  # (a malformed input is refused by BertModel, with its own message)
+    return sentence_positions(input_ids, attention_mask, config.is_decoder)
+
+
 class LabelMaps:
     """The label names a head's config records (``id2label``, ``label2id``), by class id and by name."""
 
@@ -157,7 +166,9 @@ class BertForSequenceClassification(LabelledModel):
                 output_attentions: bool = False) -> SequenceClassifierOutput:
         """input_ids etc.: (B, T). labels: (B,) class ids; for regression (B,) floats when num_labels is 1,
         else (B, num_labels); for multi-label (B, num_labels) of 0/1."""
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions,
+                        sentence_only(self.config, input_ids, attention_mask,
+                                      output_hidden_states or output_attentions))
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -240,7 +251,8 @@ class BertForMultipleChoice(BertPreTrainedModel):
                 raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {(B, C, T)}")
         flat = [None if t is None else t.reshape(B * C, T)  # (B * C, T)
                 for t in (input_ids, token_type_ids, attention_mask)]
-        out = self.bert(*flat, output_hidden_states, output_attentions)
+        out = self.bert(*flat, output_hidden_states, output_attentions,
+                        sentence_only(self.config, flat[0], flat[2], output_hidden_states or output_attentions))
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)  # (B, C)
         loss = None if labels is None else choice_loss(logits, labels)
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
