@@ -100,8 +100,11 @@ def test_the_report_reuses_the_best_epochs_dev_predictions(model_dir, sentiment,
     monkeypatch.setattr(recipe, "predict_examples", lambda *a, **k: calls.append(len(a[3])) or predict(*a, **k))
     monkeypatch.setattr(ClassifyTask, "report", lambda self, out, examples, predictions, labels:
                         reported.append([p == str(e.label) for p, e in zip(predictions, examples)]))
+    drawn, plot = [], recipe.plot_curves
+    monkeypatch.setattr(recipe, "plot_curves", lambda *a, **k: drawn.append(plot(*a, **k)))
     summary = finetune(args(model_dir, train, dev, tmp_path / "run", seeds=[1, 2], epochs=2))
     assert calls == [60] * 4  # 2 seeds x 2 epochs, the 60 dev examples each time
+    assert "accuracy" in drawn[0] and not {"seed", "epoch", "elapsed_s", "step"} & set(drawn[0])  # metrics only
     best = summary["per_seed"][str(summary["best_seed"])]["dev"]["accuracy"]
     assert len(reported) == 1 and sum(reported[0]) / 60 == pytest.approx(best)
 

@@ -230,8 +230,9 @@ class FinetuneRecipe:
         atomic_write_text(self.out / "eval_results.json", json.dumps(summary, indent=2))
         records = [r for r in read_metrics(self.out / "metrics.jsonl")
                    if "loss" in r or any(k.startswith("dev_") for k in r)]
-        if records:
-            plot_curves(records, self.out / "curves.png")
+        if records:  # the metrics, not the bookkeeping (seed, epoch, elapsed time) that each record carries
+            plot_curves(records, self.out / "curves.png", keys=sorted(
+                {k for r in records for k in r} - {"step", "seed", "epoch", "elapsed_s"}))
         atomic_write_text(self.out / "finetune_args.json", json.dumps(asdict(args), indent=2, default=str))
         return summary
 
