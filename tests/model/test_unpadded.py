@@ -229,9 +229,10 @@ def test_buckets_group_similar_lengths_and_put_every_row_back():
     layout = unpadded.unpadding([9, 3, 12, 7, 12], width=12, device="cpu")
     plan = layout.buckets
     assert [b.shape for b in plan.buckets] == [(3, 12), (1, 7), (1, 3)]  # 12, 12, 9 (>= 0.7 x 12); 7; 3
-    first = plan.buckets[0]
-    assert first.real is not None and first.key_mask[:, 0, 0].sum(1).tolist() == [12, 12, 9]
-    assert plan.buckets[1].real is None and plan.buckets[1].key_mask is None  # no padding: no mask
-    slots = torch.cat([b.rows if b.real is None else b.rows[b.real] for b in plan.buckets])
-    assert torch.equal(slots[plan.inverse], torch.arange(sum([9, 3, 12, 7, 12])))  # every packed row, once
+    assert plan.buckets[0].key_mask[:, 0, 0].sum(1).tolist() == [12, 12, 9]
+    assert plan.buckets[1].key_mask is None  # no padding: no mask
+    assert plan.sizes == [36, 7, 3] and plan.rows.shape == (46,)
+    assert torch.equal(plan.rows[plan.slots], torch.arange(sum([9, 3, 12, 7, 12])))  # every packed row, once
+    # bucket 0 holds sequences 2, 4, 0 (longest first), whose packed rows start at 12, 31 and 0
+    assert plan.rows[:12].tolist() == list(range(12, 24)) and plan.rows[24:36].tolist() == list(range(9)) + [0] * 3
     assert unpadded.length_buckets([], "cpu").buckets == ()

@@ -108,18 +108,26 @@ class Unpadded:
 
 @dataclass(frozen=True, eq=False)
 class Bucket:
-    """G sequences, each padded to the longest (L): which packed row fills each of the (G, L) slots."""
+    """G sequences, each padded to the longest (L)."""
 
     shape: tuple[int, int]  # (G, L)
-    rows: torch.Tensor  # (G * L,) the packed row at each slot (a padding slot repeats its sequence's first row)
-    real: torch.Tensor | None  # (n,) the slots that hold real tokens; None: every slot does
     key_mask: torch.Tensor | None  # (G, 1, 1, L) bool, True at real keys; None: no padding
 
 
 @dataclass(frozen=True, eq=False)
 class Buckets:
+    """The buckets' (G, L) slots one after another, S in all: which packed row fills each, and back.
+
+    One gather (``rows``) and one scatter back (``slots``) a tensor for all buckets: their backward is one
+    zero-filled (N, ...) gradient, not one per bucket."""
+
     buckets: tuple[Bucket, ...]
-    inverse: torch.Tensor  # (N,) packed row n's place among the buckets' real slots, taken in order
+    rows: torch.Tensor  # (S,) the packed row at each slot (a padding slot repeats its sequence's first row)
+    slots: torch.Tensor  # (N,) the slot that holds packed row n
+
+    @property
+    def sizes(self) -> list[int]:
+        return [G * L for G, L in (b.shape for b in self.buckets)]
 
 
 def length_buckets(lengths: Sequence[int], device: torch.device | str, ratio: float = BUCKET_RATIO) -> Buckets:
@@ -129,7 +137,7 @@ def length_buckets(lengths: Sequence[int], device: torch.device | str, ratio: fl
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     order = np.argsort(-lengths, kind="stable")
     on_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
-    buckets, placed, first = [], [], 0
+    buckets, rows, real_slots, first = [], [], [], 0
     while first < len(order):
         longest = int(lengths[order[first]])
         last = first
@@ -137,14 +145,14 @@ def length_buckets(lengths: Sequence[int], device: torch.device | str, ratio: fl
             last += 1
         members, first = order[first:last + 1], last + 1
         real = np.arange(longest)[None, :] < lengths[members, None]  # (G, L)
-        rows = (starts[members, None] + np.where(real, np.arange(longest)[None, :], 0)).reshape(-1)
-        full = bool(real.all())
-        placed.append(rows[real.reshape(-1)])
-        buckets.append(Bucket((len(members), longest), on_device(rows),
-                              None if full else on_device(np.flatnonzero(real)),
-                              None if full else on_device(real[:, None, None, :])))
-    return Buckets(tuple(buckets), on_device(np.argsort(np.concatenate(placed)) if placed else
-                                             np.zeros(0, np.int64)))
+        rows.append((starts[members, None] + np.where(real, np.arange(longest)[None, :], 0)).reshape(-1))
+        real_slots.append(real.reshape(-1))
+        buckets.append(Bucket((len(members), longest), None if real.all() else on_device(real[:, None, None, :])))
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    real = np.concatenate(real_slots) if real_slots else np.zeros(0, bool)
+    slots = np.empty(int(lengths.sum()), np.int64)
+    slots[rows[real]] = np.flatnonzero(real)
+    return Buckets(tuple(buckets), on_device(rows), on_device(slots))
 
 
 def unpadding(lengths: Sequence[int], width: int, device: torch.device | str, causal: bool = False) -> Unpadded:
@@ -233,15 +241,15 @@ def _loop_attention(q, k, v, layout: Unpadded, dropout_p: float):
 
 def _bucket_attention(q, k, v, layout: Unpadded, dropout_p: float):
     """One SDPA per bucket of similar lengths (``Unpadded.buckets``), each padded to its longest sequence."""
+    plan = layout.buckets
     outputs = []
-    for bucket in layout.buckets.buckets:
+    for bucket, *qkv in zip(plan.buckets, *(x.index_select(0, plan.rows).split(plan.sizes) for x in (q, k, v))):
         G, L = bucket.shape
-        heads = lambda x: x.index_select(0, bucket.rows).view(G, L, *x.shape[1:]).transpose(1, 2)  # (G, A, L, D)
-        out = scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=bucket.key_mask,
-                                           dropout_p=dropout_p, is_causal=layout.causal)  # (G, A, L, D)
-        out = out.transpose(1, 2).flatten(0, 1)  # (G * L, A, D)
-        outputs.append(out if bucket.real is None else out.index_select(0, bucket.real))
-    return torch.cat(outputs).index_select(0, layout.buckets.inverse)
+        qb, kb, vb = (x.view(G, L, *x.shape[1:]).transpose(1, 2) for x in qkv)  # (G, A, L, D)
+        out = scaled_dot_product_attention(qb, kb, vb, attn_mask=bucket.key_mask, dropout_p=dropout_p,
+                                           is_causal=layout.causal)  # (G, A, L, D)
+        outputs.append(out.transpose(1, 2).flatten(0, 1))  # (G * L, A, D)
+    return torch.cat(outputs).index_select(0, plan.slots)
 
 
 def _jagged_attention(q, k, v, layout: Unpadded, dropout_p: float):
