@@ -76,8 +76,9 @@ class BertModel(BertPreTrainedModel):
 
         output_positions: (B, S) position indices at which alone the output is needed (a head that
         reads few positions, as the masked LM does). The last layer is then computed only there and
-        last_hidden_state is (B, S, H); the pooler reads the first of them, so make it 0 ([CLS]) when
-        the pooled output is used. Not combinable with hidden states or attentions.
+        last_hidden_state is (B, S, H); the pooler reads the first of them (a left-to-right model's pooler:
+        the last), so make that [CLS] (the last real token) when the pooled output is used: see
+        ``sentence_positions``. Not combinable with hidden states or attentions.
 
         Batches with padding (right-padded rows) run on their real tokens only (``model/unpadded.py``), with
         the same results; last_hidden_state is then zero at the padding. Hidden states or attentions take the
