@@ -40,21 +40,20 @@ def sentence_vector(hidden: torch.Tensor, attention_mask: torch.Tensor | None, l
     """(B, H): the first position of ``hidden`` (B, T, H), or with ``last`` each row's last real token."""
     if not last:
         return hidden[:, 0]
-    T = hidden.shape[1]
-    index = attention_mask.long().sum(1) - 1 if attention_mask is not None else \
-        torch.full(hidden.shape[:1], T - 1, device=hidden.device)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index.clamp(min=0)]
+    index = sentence_positions(hidden[..., 0], attention_mask, last)[:, 0]  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
 
 def sentence_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, last: bool) -> torch.Tensor:
-    """(B, 1): the position whose vector a sentence head reads, for ``BertModel(output_positions=...)``:
-    [CLS] (0), or with ``last`` each row's last real token (``sentence_vector``'s rule). Given to the model,
-    its last layer runs at that position alone (the head reads nothing else), which saves most of one layer:
-    on MiniLM (6 layers) about 14% of the encoder's matrix products."""
+    """(B, 1) int64: where a sentence head reads its vector in a (B, T) batch (``input_ids``, or any tensor of
+    that shape): [CLS] (0), or with ``last`` each row's last real token (``sentence_vector`` reads there).
+
+    Given to ``BertModel(output_positions=...)``, the last layer runs at that position alone (the head reads
+    nothing else), which saves most of one layer: on MiniLM (6 layers) ~14% of the encoder's matrix products."""
     if not last:
-        return torch.zeros_like(input_ids[:, :1])
+        return torch.zeros_like(input_ids[:, :1], dtype=torch.long)
     if attention_mask is None:
-        return torch.full_like(input_ids[:, :1], input_ids.shape[1] - 1)
+        return torch.full_like(input_ids[:, :1], input_ids.shape[1] - 1, dtype=torch.long)
     return (attention_mask.long().sum(1, keepdim=True) - 1).clamp(min=0)
 
 
