@@ -416,6 +416,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 5; 1 with --tiny)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="eager only")
+    parser.add_argument("--compiled-only", action="store_true", help="torch.compile only (the eager figures "
+                        "from an earlier --no-compile run)")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
@@ -424,7 +426,7 @@ def main() -> None:
     args.batches = args.batches or ([4] * len(args.lengths) if args.tiny else [256, 32][:len(args.lengths)])
     args.steps = args.steps or (2 if args.tiny else 20)
     args.warmup = args.warmup or (1 if args.tiny else 5)
-    args.compile_modes = [False] if args.no_compile else [False, True]
+    args.compile_modes = [False] if args.no_compile else [True] if args.compiled_only else [False, True]
     if len(args.batches) != len(args.lengths):
         parser.error("give one --batches value per --lengths value")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -446,8 +448,8 @@ def main() -> None:
     for part in PARTS:
         if part not in args.skip:
             globals()[f"part_{part}"](args, device, peak, results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+            if args.json:  # after each part: a run stopped at its time limit keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
