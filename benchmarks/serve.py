@@ -5,7 +5,10 @@ Real SNLI test sentences (`fetch("snli")`) and the real all-MiniLM-L6-v2 (`fetch
 in this process (raw asyncio streams, one keep-alive connection per concurrent client, each request prepared
 beforehand and sent in one write: little CPU taken from the server's cores, as wrk would) sends one sentence per
 `POST /embed` at each concurrency, and reports throughput, latency percentiles, errors and the server's RSS when
-started, warm (after 200 requests) and after the load (both once the server has been idle 1.5 s).
+started, warm (after 200 requests) and after the load (both once the server has been idle 1.5 s), and the CPU
+time a request costs the server and the load generator (from /proc and this process's clock) beside the CPU
+time a sentence costs in-process `encode`: on a machine whose cores the three share, this says where the
+throughput went.
 
 1. in-process: `inference.encode` on the same sentences (sorted by length, padded per batch);
 2. the server with dynamic batching (the defaults) at concurrency 1, 8, 32, 64;
@@ -46,6 +49,8 @@ class Result:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
+    server_cpu_s: float = float("nan")  # CPU time (user + system, all threads) the server spent on this level
+    client_cpu_s: float = float("nan")  # and the load generator (this process)
 
     @property
     def throughput(self) -> float:
@@ -72,6 +77,13 @@ def snli_sentences() -> list[str]:
                 if text:
                     seen[text] = None
     return list(seen)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, all its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -207,9 +219,9 @@ def main() -> None:
 
     model, tokenizer = BertModel.from_pretrained(path).eval(), BertTokenizer.from_pretrained(path)
     encode(model, tokenizer, sentences[:64], normalize=True)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     encode(model, tokenizer, sentences, normalize=True)
-    in_process = n / (time.perf_counter() - start)
+    in_process, in_process_cpu = n / (time.perf_counter() - start), time.process_time() - cpu
     del model
     print(f"in-process encode: {in_process:,.1f} sentences/s")
 
@@ -224,8 +236,11 @@ def main() -> None:
             time.sleep(SETTLE_S)
             before = server.rss  # warm: the allocator and the OpenMP threads have what steady work needs
             for c in levels:
-                results.append(asyncio.run(load(server.url, sentences, c, name)))
-                r = results[-1]
+                server_cpu, client_cpu = cpu_seconds(server.proc.pid), time.process_time()
+                r = asyncio.run(load(server.url, sentences, c, name))
+                r.server_cpu_s = cpu_seconds(server.proc.pid) - server_cpu
+                r.client_cpu_s = time.process_time() - client_cpu
+                results.append(r)
                 print(f"  {name:<13} c={c:<3} {r.throughput:8.1f} req/s  p50 {r.percentile(.5):7.1f} ms  "
                       f"p99 {r.percentile(.99):7.1f} ms  errors {r.errors}", flush=True)
             time.sleep(SETTLE_S)
@@ -239,11 +254,17 @@ def main() -> None:
     finally:
         server.stop()
 
-    print(f"\n{'mode':<14}{'conc':>5}{'req':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    print(f"{'in-process':<14}{'-':>5}{n:>7}{in_process:>9.1f}")
+    # CPU ms a request: what the server and the load generator each take of the machine's cores (in-process
+    # encode takes its CPU time a sentence), and how busy the cores were (100% = all of them, all the time)
+    print(f"\n{'mode':<14}{'conc':>5}{'req':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'server CPU ms/req':>19}{'client CPU ms/req':>19}{'cores busy':>12}")
+    print(f"{'in-process':<14}{'-':>5}{n:>7}{in_process:>9.1f}{'':>35}{1000 * in_process_cpu / n:>19.2f}")
+    cores = len(os.sched_getaffinity(0))
     for r in results:
+        busy = (r.server_cpu_s + r.client_cpu_s) / (r.seconds * cores)
         print(f"{r.name:<14}{r.concurrency:>5}{r.requests:>7}{r.throughput:>9.1f}{r.percentile(.5):>9.1f}"
-              f"{r.percentile(.95):>9.1f}{r.percentile(.99):>9.1f}{r.errors:>8}")
+              f"{r.percentile(.95):>9.1f}{r.percentile(.99):>9.1f}{r.errors:>8}{1000 * r.server_cpu_s / r.requests:>19.2f}"
+              f"{1000 * r.client_cpu_s / r.requests:>19.2f}{100 * busy:>11.0f}%")
     for name, (started, before, after) in rss.items():
         print(f"server RSS ({name}): {started:,.0f} MB started, {before:,.0f} MB warm, {after:,.0f} MB after "
               f"the load: {100 * (after / before - 1):+.1f}% (goal <= +10%)")
