@@ -263,8 +263,9 @@ def main() -> None:
     for r in results:
         busy = (r.server_cpu_s + r.client_cpu_s) / (r.seconds * cores)
         print(f"{r.name:<14}{r.concurrency:>5}{r.requests:>7}{r.throughput:>9.1f}{r.percentile(.5):>9.1f}"
-              f"{r.percentile(.95):>9.1f}{r.percentile(.99):>9.1f}{r.errors:>8}{1000 * r.server_cpu_s / r.requests:>19.2f}"
-              f"{1000 * r.client_cpu_s / r.requests:>19.2f}{100 * busy:>11.0f}%")
+              f"{r.percentile(.95):>9.1f}{r.percentile(.99):>9.1f}{r.errors:>8}"
+              f"{1000 * r.server_cpu_s / r.requests:>19.2f}{1000 * r.client_cpu_s / r.requests:>19.2f}"
+              f"{100 * busy:>11.0f}%")
     for name, (started, before, after) in rss.items():
         print(f"server RSS ({name}): {started:,.0f} MB started, {before:,.0f} MB warm, {after:,.0f} MB after "
               f"the load: {100 * (after / before - 1):+.1f}% (goal <= +10%)")
