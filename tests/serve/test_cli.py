@@ -4,6 +4,7 @@ real server drains its requests on SIGTERM and drops a client that hangs up, pic
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +213,25 @@ def test_the_model_loads_and_runs_in_the_one_model_thread(serve_models, monkeypa
     given[0].shutdown()
     assert loaded_in == [ran_in] and ran_in is not threading.main_thread()
     assert ran_in.name.startswith("bertforge-model")
+
+
+def thread_nice_values(pid: int) -> dict[int, int]:
+    """{thread id: nice value} of every thread of process ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        values[int(task.name)] = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+    return values
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_the_event_loop_yields_the_cores_to_the_model_threads(serve_models, start_server):
+    import httpx
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for argv, loop_nice in (([], min(19, base + 10)), (["--loop-nice", "0"], base)):
+        server = start_server(["--model", serve_models["encoder"], *argv])
+        assert httpx.post(f"{server.url}/embed", json={"inputs": "a cat"}).status_code == 200  # the loop runs
+        nice = thread_nice_values(server.proc.pid)
+        assert nice.pop(server.proc.pid) == loop_nice  # the main thread runs the event loop
+        assert base in nice.values(), nice  # the model thread (and its OpenMP team) keep the process's own
+        server.stop()

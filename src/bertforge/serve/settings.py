@@ -39,6 +39,9 @@ class ServeSettings:
     timeout: float = option(60.0, "seconds a request may take before it is answered 504 (a request may ask "
                             "for less with the X-Timeout-Ms header)", above=0)
     log_level: str = option("warning", "server log level", choices=("critical", "error", "warning", "info", "debug"))
+    loop_nice: int = option(10, "run the HTTP event loop this many nice levels below the model's threads (Linux, "
+                            "model on the CPU): the forward passes get the cores first and the loop's work fits "
+                            "between them; 0 leaves the loop at the model's priority", min=0, max=19)
 
     def __post_init__(self) -> None:
         check(self)
