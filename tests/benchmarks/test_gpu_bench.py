@@ -1,8 +1,10 @@
 """benchmarks/gpu.py runs on CPU with --device cpu --tiny, so the GPU benchmark never rots: every part
-measures and prints its figures (compile and the torchrun part in the slow test)."""
+measures and prints its figures (compile and the torchrun part in the slow test). The GPU tests'
+own code runs on the CPU too."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +40,15 @@ def test_compile_and_ddp_parts_run_on_cpu(tmp_path, hf):
     assert figures["pretrain_T32_compiled"]["bertforge"]["tokens_per_s"] > 0
     assert figures["ddp"]["plain"] > 0 and figures["ddp"]["ddp"] > 0
     assert "5. DDP overhead" in stdout
+
+
+def test_the_cuda_checks_run_on_cpu():
+    """tests/test_cuda.py is skipped without a GPU; its own code still runs here (BERTFORGE_TEST_DEVICE=cpu), so
+    a session that is lent a GPU does not find it broken. Only its CUDA-only checks skip."""
+    tests = SCRIPT.parents[1] / "tests" / "test_cuda.py"
+    env = {**os.environ, "BERTFORGE_TEST_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=SCRIPT.parents[1])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    passed = re.search(r"(\d+) passed", proc.stdout)
+    assert passed and int(passed.group(1)) >= 10, proc.stdout[-1000:]  # not skipped: they ran
