@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertforge.constants import IGNORE_INDEX
 from bertforge.data.masking import SpecialIds
+from bertforge.objectives.count_lm import CountLM
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Objective:
     family: ClassVar[str] = "bert"  # the model family it trains (bertforge.model.families)
     pairs: ClassVar[str | None] = None  # instances: "random-next" (NSP) or "consecutive" sentence pairs, or None: packed text
     loss_names: ClassVar[tuple[str, ...]]  # the keys of ``counts`` and ``losses``, in logging order
+    # Count baselines of the training split (set by the run): held-out figures then say what frequencies give.
+    count_lm: ClassVar[CountLM | None] = None
 
     @classmethod
     def from_args(cls, tokenizer, args: Any, **fields: Any) -> "Objective":
@@ -90,7 +94,37 @@ class Objective:
         lm_loss = result.get(f"eval_{self.loss_names[0]}_loss")
         if lm_loss is not None:
             result["eval_perplexity"] = math.exp(min(lm_loss, 50))
+            result.update(self._count_baselines(batches, lm_loss))
         return result
+
+    def lm_targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+        """The targets of the held-out LM loss, in one flat tensor, and the piece before each where the
+        objective reads left to right (else None); None when the loss has no single target per item."""
+        labels = batch.get("labels")
+        return None if labels is None else (None, labels[labels != IGNORE_INDEX])
+
+    def _count_baselines(self, batches: list[dict[str, torch.Tensor]], lm_loss: float) -> dict[str, float]:
+        """Unigram (and bigram) perplexity of the same held-out targets, and how far the LM loss is below."""
+        if self.count_lm is None:
+            return {}
+        uni = bi = 0.0
+        n = 0
+        for batch in batches:
+            found = self.lm_targets(batch)
+            if found is None:
+                return {}
+            previous, targets = found
+            uni += self.count_lm.unigram_nll(targets.cpu().numpy())
+            if previous is not None:
+                bi += self.count_lm.bigram_nll(previous.cpu().numpy(), targets.cpu().numpy())
+            n += targets.numel()
+        if n == 0:
+            return {}
+        out = {"eval_unigram_perplexity": math.exp(uni / n), "eval_nats_below_unigram": uni / n - lm_loss,
+               "eval_perplexity_vs_unigram": math.exp(min(lm_loss - uni / n, 50))}
+        if previous is not None:
+            out.update(eval_bigram_perplexity=math.exp(bi / n), eval_nats_below_bigram=bi / n - lm_loss)
+        return out
 
     def eval_sums(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, tuple[float, int]]:
         """(total, count) pairs of one evaluation batch, e.g. ``{"mlm_loss": (sum, n), "mlm_accuracy": ...}``."""

@@ -44,6 +44,11 @@ class LeftToRight(Objective):
     def losses(self, model, batch):
         return {"ltr": self._forward(model, batch).loss}
 
+    def lm_targets(self, batch):
+        targets, previous = batch["labels"][:, 1:], batch["labels"][:, :-1]
+        real = targets != IGNORE_INDEX
+        return previous[real], targets[real]
+
     def eval_sums(self, model, batch):
         out = self._forward(model, batch)
         targets = batch["labels"][:, 1:]

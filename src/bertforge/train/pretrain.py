@@ -27,6 +27,7 @@ from bertforge.errors import CheckpointError, DataFormatError, UsageError, requi
 from bertforge.io.atomic import atomic_dir, atomic_write_text
 from bertforge.model.families import model_type, preset_config, read_config
 from bertforge.objectives import OBJECTIVES, Objective
+from bertforge.objectives.count_lm import CountLM
 from bertforge.tokenization import BertTokenizer
 from bertforge.train.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint, read_run_config,
                                         restore_rng_state, save_checkpoint, save_model_dir)
@@ -87,6 +88,8 @@ class PretrainRecipe:
                                           args.grad_accum, rt.world)
         self.held_out = eval_batches(InstanceStore(data_dir, "eval"), self.objective, args.batch_size,
                                      args.eval_instances)
+        if self.held_out and rt.main:
+            self.objective.count_lm = CountLM.from_store(InstanceStore(data_dir, "train"), self.tokenizer.vocab_size)
         self.optimizer = build_optimizer(self.model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
         self.scheduler = build_schedule(self.optimizer, min(args.warmup_steps, args.max_steps), args.max_steps,
                                         args.schedule)
