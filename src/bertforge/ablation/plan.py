@@ -50,6 +50,8 @@ MAIN = (
     Variant("elmo", "ELMo (frozen, scalar mix, BiLSTM)", objective="bilm", frozen=True),
     Variant("xlnet", "XLNet (permutation LM)", objective="plm"),
     Variant("random", "Random initialisation (no pre-training)", kind="random"),
+    Variant("random+bilstm", "Random initialisation + BiLSTM (the +BiLSTM rows' control)",
+            finetune={"head_bilstm": True}, model="random"),
     Variant("bert-frozen", "BERT frozen, concat-last-4 + BiLSTM", finetune=FEATURES, model="bert", frozen=True),
     Variant("word2vec", "Static word2vec vectors + BiLSTM", kind="word2vec", frozen=True),
 )
@@ -142,10 +144,13 @@ class Study:
     lr: float = option(5e-4, "pre-training peak learning rate", above=0)
     warmup_steps: int = option(200, "pre-training warm-up steps", min=0)
     vocab_size: int = option(8000, "pieces of the shared vocabulary", min=16)
-    epochs: int = option(3, "fine-tuning epochs", min=1)
-    finetune_lr: float = option(1e-4, "learning rate of fine-tuned variants", above=0)
-    feature_lr: float = option(1e-3, "learning rate of frozen-encoder variants (only the task model learns)",
-                               above=0)
+    epochs: int = option(6, "most fine-tuning epochs: every run scores dev after each epoch and keeps its best "
+                         "one, so rows that learn slowly (+BiLSTM, frozen) get the time they need", min=1)
+    finetune_lr: list[float] = option([1e-4, 3e-4], "learning-rate grid of fine-tuned variants: each row and task "
+                                      "is reported at the one with the best mean dev score over the seeds (the "
+                                      "paper's protocol)", above=0, metavar="LR")
+    feature_lr: list[float] = option([1e-3, 3e-3], "learning-rate grid of frozen-encoder variants (only the task "
+                                     "model learns), chosen on dev the same way", above=0, metavar="LR")
     finetune_batch_size: int = option(32, "fine-tuning batch size", min=1)
     max_length: int = option(128, "fine-tuning input length in pieces", min=8)
     max_train_examples: int | None = option(None, "use only the first N training examples of each task", min=1)
@@ -173,5 +178,6 @@ class Study:
     def quick(cls, **settings) -> "Study":
         """The whole chain on tiny settings, in a few minutes: for tests and a first look."""
         return cls(**{**dict(preset="tiny", steps=30, seq_len=64, batch_size=8, warmup_steps=5, vocab_size=1000,
-                             epochs=1, seeds=[1], finetune_batch_size=8, max_length=64, max_train_examples=64),
+                             epochs=1, seeds=[1], finetune_batch_size=8, max_length=64, max_train_examples=64,
+                             finetune_lr=[1e-4], feature_lr=[1e-3]),
                       **settings})

@@ -53,8 +53,9 @@ ROBUST = "Fine-tuning is robust to the masking mix (no fine-tuned mix differs fr
 
 
 def collect(study: Study) -> dict:
-    """Every variant's pre-training figures and its per-task scores (mean, std, per seed)."""
-    from bertforge.ablation.run import finetune_dir, model_root
+    """Every variant's pre-training figures and its per-task scores (mean, std, per seed) at the learning
+    rate of the grid that dev chose."""
+    from bertforge.ablation.run import model_root
 
     known = variants_of(study.preset)
     out: dict = {"settings": _settings(study), "variants": {}}
@@ -62,24 +63,55 @@ def collect(study: Study) -> dict:
         entry: dict = {"label": v.label, "group": v.group, "pretrain": _pretraining(model_root(study, known[v.model_source])),
                        "tasks": {}}
         for task in study.specs:
-            if task.family not in v.task_families:
-                continue
-            scores, seconds = {}, 0.0
-            for seed in study.seeds:
-                run = finetune_dir(study, v, task, seed)
-                if (run / "eval_results.json").is_file():
-                    summary = json.loads((run / "eval_results.json").read_text())
-                    scores[str(seed)] = summary[METRIC[task.family]]
-                    seconds += json.loads((run / "timing.json").read_text())["seconds"] \
-                        if (run / "timing.json").is_file() else 0.0
-            values = list(scores.values())
-            entry["tasks"][task.name] = {
-                "metric": METRIC[task.family], "split": "test" if task.test else "dev", "per_seed": scores,
-                "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0, "minutes": seconds / 60}
+            if task.family in v.task_families:
+                entry["tasks"][task.name] = _task_scores(study, v, task)
         out["variants"][v.name] = entry
     out["claims"] = judge(out, study)
     return out
+
+
+def _task_scores(study: Study, variant, task) -> dict:
+    """The paper's protocol: the grid's learning rate with the best mean dev score over the seeds, and that
+    rate's scores on the reported split (test when given); every rate's dev mean is kept in ``grid``."""
+    from bertforge.ablation.run import finetune_dir, learning_rates
+
+    metric, runs = METRIC[task.family], {}
+    for lr in learning_rates(study, variant):
+        seeds = {}
+        for seed in study.seeds:
+            run = finetune_dir(study, variant, task, seed, lr)
+            if (run / "eval_results.json").is_file():
+                summary = json.loads((run / "eval_results.json").read_text())
+                result = summary["per_seed"][str(seed)]
+                seeds[str(seed)] = {"dev": result["dev"][metric], "reported": summary[metric],
+                                    "best_epoch": _best_epoch(run, metric),
+                                    "seconds": json.loads((run / "timing.json").read_text())["seconds"]
+                                    if (run / "timing.json").is_file() else 0.0}
+        if seeds:
+            runs[lr] = seeds
+    grid = {f"{lr:g}": statistics.fmean(s["dev"] for s in seeds.values()) for lr, seeds in runs.items()}
+    chosen = max(runs, key=lambda lr: grid[f"{lr:g}"]) if runs else None
+    picked = runs.get(chosen, {})
+    values = [s["reported"] for s in picked.values()]
+    return {"metric": metric, "split": "test" if task.test else "dev", "lr": chosen, "grid_dev": grid,
+            "per_seed": {seed: s["reported"] for seed, s in picked.items()},
+            "best_epochs": {seed: s["best_epoch"] for seed, s in picked.items()},
+            "mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "minutes": sum(s["seconds"] for seeds in runs.values() for s in seeds.values()) / 60}
+
+
+def _best_epoch(run: Path, metric: str) -> int | None:
+    """The epoch (1-based) whose dev score the run kept: the first with the highest ``dev_<metric>``."""
+    from bertforge.train.logs import read_metrics
+
+    if not (run / "metrics.jsonl").is_file():
+        return None
+    scored = [r for r in read_metrics(run / "metrics.jsonl") if f"dev_{metric}" in r]
+    if not scored:
+        return None
+    best = max(range(len(scored)), key=lambda i: (scored[i][f"dev_{metric}"], -i))
+    return int(scored[best].get("epoch", best)) + 1
 
 
 def _settings(study: Study) -> dict:
@@ -176,20 +208,29 @@ def markdown(study: Study, results: dict) -> str:
         cells = [v["label"]]
         for t in tasks:
             r = v["tasks"].get(t)
-            cells.append("" if not r or r["mean"] is None else
-                         f"{r['mean']:.3f} ± {r['std']:.3f}" + (f" (n={len(r['per_seed'])})" if len(r["per_seed"]) != len(study.seeds) else ""))
+            cells.append("" if not r or r["mean"] is None else _cell(r, len(study.seeds)))
         p = v["pretrain"]
         lm = next((f"{k[5:]} {p[k]:.3f}" for k in p if k.startswith("eval_") and k.endswith("_loss")), "")
         if "eval_perplexity" in p:
             lm += f", ppl {p['eval_perplexity']:.1f}"
+        if "eval_perplexity_vs_unigram" in p:
+            lm += f" = {p['eval_perplexity_vs_unigram']:.2f} × unigram {p['eval_unigram_perplexity']:.1f}"
+        if "eval_bigram_perplexity" in p:
+            lm += f" (bigram {p['eval_bigram_perplexity']:.1f})"
         cells += [lm, f"{p['tokens_seen']:,}" if "tokens_seen" in p else "", f"{p['tokens_per_s']:,.0f}"
                   if "tokens_per_s" in p else "", f"{p['minutes']:.1f}" if "minutes" in p else "", PAPER.get(name, "")]
         lines.append("| " + " | ".join(cells) + " |")
     s = results["settings"]
     text = [f"# Ablation study ({s['preset']}, {s['steps']} steps of {s['batch_size']} x {s['seq_len']} tokens, "
             f"seeds {', '.join(map(str, s['seeds']))})", "", *lines, "",
+            "Each score is at the learning rate of the grid with the best mean dev score over the seeds (in brackets: "
+            f"that rate and each seed's best epoch on dev, of at most {s['epochs']}; grids: fine-tuned "
+            f"{', '.join(f'{x:g}' for x in s['finetune_lr'])}, frozen {', '.join(f'{x:g}' for x in s['feature_lr'])}).",
+            "",
             "Held-out LM losses of different objectives are not comparable (different targets: 15% masked tokens, "
-            "the next token, the last sixth of a permutation, both directions). Paper masking rows are MASK/SAME/RND "
+            "the next token, the last sixth of a permutation, both directions); each is set against the unigram "
+            "perplexity of its own held-out targets (the bigram's too, for left-to-right), counted on the training "
+            "text. Paper masking rows are MASK/SAME/RND "
             f"({', '.join(PAPER_MIXES)}); the variant names use --mask-mix MASK,RANDOM,KEEP.", "", "## Claims", ""]
     for c in results["claims"]:
         if "difference" in c:
@@ -200,6 +241,14 @@ def markdown(study: Study, results: dict) -> str:
             detail = "perplexities " + ", ".join(f"{x:.1f}" for x in c["perplexities"])
         text.append(f"- {c['claim']} — {c['task']}: **{c['verdict']}** ({detail})")
     return "\n".join(text) + "\n"
+
+
+def _cell(r: dict, seeds: int) -> str:
+    """mean ± std (lr, best epochs), and n= when some seeds have not run yet."""
+    epochs = "/".join(str(e) for e in r.get("best_epochs", {}).values() if e is not None)
+    chosen = f"lr {r['lr']:g}" + (f", ep {epochs}" if epochs else "") if r.get("lr") is not None else ""
+    missing = f", n={len(r['per_seed'])}" if len(r["per_seed"]) != seeds else ""
+    return f"{r['mean']:.3f} ± {r['std']:.3f} ({chosen}{missing})"
 
 
 def plot(study: Study, results: dict, path: Path) -> None:

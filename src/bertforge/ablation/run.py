@@ -19,7 +19,7 @@ from bertforge.io.atomic import atomic_dir, atomic_write_text
 LAYOUT = """OUT/tokenizer                    the vocabulary every variant shares
 OUT/data/<format>                 the corpus prepared once per instance format (pairs, consecutive pairs, packed)
 OUT/pretrain/<variant>/           each pre-training run (checkpoints, metrics.jsonl, model/)
-OUT/finetune/<variant>/<task>/seed-<n>/   each fine-tuning run
+OUT/finetune/<variant>/<task>/lr-<lr>/seed-<n>/   each fine-tuning run (one per learning rate of the grid)
 OUT/results.json, ablation.md, ablation.png"""
 
 
@@ -37,8 +37,9 @@ def run_study(study: Study, log=print) -> dict:
         for task in study.specs:
             if task.family not in variant.task_families:
                 continue
-            for seed in study.seeds:
-                _finetune(study, variant, task, seed, log)
+            for lr in learning_rates(study, variant):
+                for seed in study.seeds:
+                    _finetune(study, variant, task, seed, lr, log)
     results = collect(study)
     write_report(study, results)
     log(f"results: {study.root / 'results.json'}  table: {study.root / 'ablation.md'}  plot: {study.root / 'ablation.png'}")
@@ -145,10 +146,15 @@ def _word2vec_model(study: Study, tokenizer: Path, root: Path, log) -> None:
     save_model_dir(model, tok, root / "model")
 
 
-def finetune_dir(study: Study, variant: Variant, task: TaskSpec, seed: int) -> Path:
+def learning_rates(study: Study, variant: Variant) -> list[float]:
+    """The fine-tuning learning-rate grid of a variant: the feature grid when only a task model learns."""
+    return study.feature_lr if variant.frozen else study.finetune_lr
+
+
+def finetune_dir(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: float) -> Path:
     """Where a variant's fine-tuning run on a task lands; variants that fine-tune the same model the same way
     (``mask-80-10-10`` and ``bert``, ``size-mini`` and ``bert`` in a mini study) share one run."""
-    return study.root / "finetune" / _finetune_owner(study, variant) / task.name / f"seed-{seed}"
+    return study.root / "finetune" / _finetune_owner(study, variant) / task.name / f"lr-{lr:g}" / f"seed-{seed}"
 
 
 def _finetune_owner(study: Study, variant: Variant) -> str:
@@ -163,8 +169,8 @@ def _finetune_owner(study: Study, variant: Variant) -> str:
     return next(v.name for v in known.values() if key(v) == key(variant))
 
 
-def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, log) -> None:
-    out = finetune_dir(study, variant, task, seed)
+def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: float, log) -> None:
+    out = finetune_dir(study, variant, task, seed, lr)
     if (out / "eval_results.json").is_file():
         return
     from bertforge.data.options import DataOptions
@@ -172,7 +178,7 @@ def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, log) ->
     from bertforge.train.settings import FinetuneArgs
 
     shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
-    log(f"fine-tuning {variant.name} on {task.name}, seed {seed}")
+    log(f"fine-tuning {variant.name} on {task.name}, lr {lr:g}, seed {seed}")
     known = variants_of(study.preset)
     overrides = dict(variant.finetune)
     if overrides.get("features") == "concat-last-4" and PRESETS[study.preset][0] < 4:
@@ -180,7 +186,7 @@ def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, log) ->
         log(f"  ({study.preset} has {PRESETS[study.preset][0]} layers: scalar-mix instead of concat-last-4)")
     args = FinetuneArgs(task=task.family, model=str(model_root(study, known[variant.model_source]) / "model"),
                         train=task.train, dev=task.dev, test=task.test, out=str(out), epochs=study.epochs,
-                        lr=study.feature_lr if variant.frozen else study.finetune_lr,
+                        lr=lr,
                         batch_size=study.finetune_batch_size, seeds=[seed],
                         max_train_examples=study.max_train_examples, progress=study.progress,
                         data=DataOptions(max_length=study.max_length), **overrides)

@@ -1,0 +1,67 @@
+"""The paper's fine-tuning protocol in `ablate`: a learning-rate grid chosen per row and task on the mean dev
+score over seeds, the reported split at that rate, each seed's best epoch, and the random + BiLSTM control."""
+
+import json
+
+import pytest
+
+from bertforge.ablation.plan import Study, select_variants, variants_of
+from bertforge.ablation.report import _task_scores, markdown
+from bertforge.ablation.run import finetune_dir, learning_rates
+from bertforge.errors import UsageError
+
+
+@pytest.fixture
+def study(tmp_path):
+    for name in ("train", "dev", "test"):
+        (tmp_path / f"{name}.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    files = ",".join(str(tmp_path / f"{n}.jsonl") for n in ("train", "dev", "test"))
+    return Study(corpus=[str(tmp_path / "train.jsonl")], task=[f"sent=classify:{files}"], out=str(tmp_path / "s"),
+                 seeds=[1, 2], finetune_lr=[1e-4, 3e-4], feature_lr=[1e-3, 3e-3], variants=["bert", "bert-frozen"])
+
+
+def fake_run(study, variant, lr, seed, dev, test, dev_by_epoch):
+    """What `finetune` leaves behind: eval_results.json (test split reported) and metrics.jsonl dev records."""
+    run = finetune_dir(study, variant, study.specs[0], seed, lr)
+    run.mkdir(parents=True)
+    (run / "eval_results.json").write_text(json.dumps({
+        "split": "test", "accuracy": test, "per_seed": {str(seed): {"dev": {"accuracy": dev}, "test": {"accuracy": test}}}}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": 10 * e, "seed": seed, "epoch": e, "dev_accuracy": a}) + "\n"
+                                               for e, a in enumerate(dev_by_epoch)))
+
+
+def test_the_rate_with_the_best_mean_dev_score_is_reported_with_its_test_scores(study):
+    bert = variants_of(study.preset)["bert"]
+    # lr 1e-4: dev 0.60 / 0.70 (mean 0.65), test 0.9 / 0.8; lr 3e-4: dev 0.66 / 0.66 (mean 0.66), test 0.5 / 0.7.
+    fake_run(study, bert, 1e-4, 1, 0.60, 0.9, [0.5, 0.6])
+    fake_run(study, bert, 1e-4, 2, 0.70, 0.8, [0.7, 0.6])
+    fake_run(study, bert, 3e-4, 1, 0.66, 0.5, [0.1, 0.66, 0.66, 0.2])
+    fake_run(study, bert, 3e-4, 2, 0.66, 0.7, [0.1, 0.2, 0.66])
+    scores = _task_scores(study, bert, study.specs[0])
+    assert scores["lr"] == 3e-4  # chosen on dev, although 1e-4's test scores are higher
+    assert scores["grid_dev"] == pytest.approx({"0.0001": 0.65, "0.0003": 0.66})
+    assert scores["per_seed"] == {"1": 0.5, "2": 0.7}
+    assert scores["mean"] == pytest.approx(0.6) and scores["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert scores["best_epochs"] == {"1": 2, "2": 3}  # first epoch with the best dev score, 1-based
+    results = {"settings": {**vars(study), "tasks": []}, "variants": {"bert": {
+        "label": "BERT", "pretrain": {}, "tasks": {"sent": scores}}}, "claims": []}
+    assert "0.600 ± 0.141 (lr 0.0003, ep 2/3)" in markdown(study, results)
+
+
+def test_frozen_rows_search_the_feature_grid(study):
+    known = variants_of(study.preset)
+    assert learning_rates(study, known["bert-frozen"]) == [1e-3, 3e-3]
+    assert learning_rates(study, known["bert"]) == [1e-4, 3e-4]
+    assert finetune_dir(study, known["bert"], study.specs[0], 2, 3e-4).parts[-2:] == ("lr-0.0003", "seed-2")
+
+
+def test_random_plus_bilstm_is_the_control_of_the_bilstm_rows(study):
+    control = variants_of(study.preset)["random+bilstm"]
+    assert control.model_source == "random" and control.finetune == {"head_bilstm": True} and not control.frozen
+    assert [v.name for v in select_variants(["main"], "tiny")].count("random+bilstm") == 1
+
+
+@pytest.mark.parametrize("flag, grid", [("finetune_lr", [1e-4, 0.0]), ("feature_lr", [-1e-3])])
+def test_a_grid_with_a_non_positive_rate_is_refused(study, flag, grid):
+    with pytest.raises(UsageError, match=f"--{flag.replace('_', '-')}: must be > 0"):
+        Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, flag: grid})
