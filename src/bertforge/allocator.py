@@ -5,13 +5,9 @@ ever-different shapes leave freed blocks scattered through glibc's heaps, and gl
 creeps up for as long as it runs. ``trim`` (``malloc_trim(0)``) returns them; the server's model thread calls it
 now and then (``serve/batcher.py``). A no-op where the C library is not glibc.
 
-(Keeping freed memory for training instead, as jemalloc would, was measured too. Raising glibc's mmap and trim
-thresholds cut the page faults of a MiniLM fine-tuning run by a third, and its system time by only 0.8 s of 95 s:
-blocks over 32 MB, such as the 47 MB word-embedding gradient made anew every step, are mmapped whatever the
-threshold. Turning mmap off (``mallopt(M_MMAP_MAX, 0)`` with a 1 GB trim threshold) cut the faults from ~14,000
-to ~800 a step and the system time from 3.6 to 0.9 s of a 46 s run, but the run's wall time did not change
-measurably (46.2-46.7 s against 46.2 s; at 20,000 pairs two A/B pairs gave 194 vs 204 s and 195 vs 197 s,
-inside this machine's +-6%), so it is not done either.)
+Training uses none of this: keeping freed memory for it instead, as jemalloc would (higher mmap and trim
+thresholds, or mmap off), cut page faults and system time but not a fine-tuning run's wall time
+(docs/speed.md).
 """
 
 from __future__ import annotations

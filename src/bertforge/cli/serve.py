@@ -54,10 +54,8 @@ def lower_this_thread(increment: int) -> int | None:
     Called from the HTTP event loop's thread once the model thread and its OpenMP team exist (threads inherit
     the nice value of the thread that creates them, so theirs stays). On a CPU whose cores the model's
     threads fill, the loop then takes a core mostly when they leave it, between forward passes, instead of
-    preempting one thread of the team mid-pass while its partner spins at the next barrier. MiniLM, 2 cores,
-    concurrency 32 (benchmarks/serve.py's load, 2,000 requests, three interleaved rounds): 262 req/s at nice 0,
-    284 at +5, 314 at +10, 316 at +19, and 6.8-7.8 ms of server CPU a request at 0 against 5.1-6.6 at +10.
-    Linux only: elsewhere a nice value belongs to the whole process."""
+    preempting one thread of the team mid-pass while its partner spins at the next barrier (benchmarks/serve.py
+    measures it: docs/serving.md). Linux only: elsewhere a nice value belongs to the whole process."""
     if increment <= 0 or not sys.platform.startswith("linux"):
         return None
     tid = threading.get_native_id()

@@ -1,12 +1,11 @@
 """Dropout that is cheap on the CPU, and attention that uses it.
 
-PyTorch draws a CPU dropout mask with ``bernoulli_``: one float sample per element, ~5 ns each on this project's
-machine, which made dropout ~12% of a MiniLM fine-tuning step. Here the mask comes from 16-bit slices of 64-bit
-random words (``random_`` on int64, one draw per four elements; torch's own seeded generator, so runs stay
-reproducible and resumable) compared with a threshold: 2.2x faster with the backward (838 x 384 floats: 0.89 ms
-against 1.95 ms). An element is dropped with probability round(p * 65536) / 65536 (p = 0.1: 0.100006), and
-the kept ones are scaled by the exact inverse of their keep probability, so the expectation is unchanged.
-Other devices use PyTorch's fused dropout kernels.
+PyTorch draws a CPU dropout mask with ``bernoulli_``: one float sample per element, a visible share of a
+fine-tuning step. Here the mask comes from 16-bit slices of 64-bit random words (``random_`` on int64, one draw
+per four elements; torch's own seeded generator, so runs stay reproducible and resumable) compared with a
+threshold, about half the cost with the backward (docs/speed.md). An element is dropped with probability
+round(p * 65536) / 65536 (p = 0.1: 0.100006), and the kept ones are scaled by the exact inverse of their keep
+probability, so the expectation is unchanged. Other devices use PyTorch's fused dropout kernels.
 
 ``scaled_dot_product_attention`` is F.scaled_dot_product_attention, except that with dropout on the CPU (where
 PyTorch would take its unfused path and ``bernoulli_``) it computes the probabilities itself and drops them here.

@@ -31,10 +31,10 @@ _NUMPY_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, 
 # Attention over packed rows, by device type: "loop" (SDPA per sequence), "bucket" (sequences of similar length
 # grouped, one SDPA per group padded to its longest: ``Unpadded.buckets``), "repad" (scatter q, k, v back to
 # (B, A, T, D), one masked SDPA, gather the real rows), or "jagged" (nested jagged tensors: SDPA's varlen flash
-# and memory-efficient kernels on CUDA; not causal). CPU, MiniLM, 16 random SNLI batches of 32, 2 threads
-# (benchmarks/finetune.py --attention, 2026-12-02): training (forward + backward) bucket 330 ms, loop 339, repad
-# 343, jagged 559; inference 86.7, 88.9, 92.4, 198. In training "bucket" makes ~6 calls a layer instead of 32,
-# each with the dropout of model/dropout.py. On CUDA repad is the tested default; benchmarks/gpu.py times all.
+# and memory-efficient kernels on CUDA; not causal). On CPU "bucket" is the fastest in training, where it makes
+# ~6 calls a layer instead of 32 for a batch of SNLI pairs, each with the dropout of model/dropout.py
+# (benchmarks/finetune.py --attention times them: docs/speed.md). On CUDA repad is the tested default;
+# benchmarks/gpu.py times all.
 ATTENTION = {"cpu": "bucket", "cuda": "repad"}
 BUCKET_RATIO = 0.7  # "bucket": a bucket's shortest sequence is at least this share of its longest
 

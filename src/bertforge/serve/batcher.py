@@ -5,8 +5,7 @@ results.
 
 The model thread (``model_thread``) should be the only thread that runs torch in the process, loading the
 model included: the OpenMP runtime keeps a team of threads for each thread that runs a parallel operation, and
-two teams on the same cores made every forward pass ~1.5x slower (MiniLM, 2 cores, 32 sentences: 139 ms with
-the model loaded in the main thread, 89 ms with it loaded in the model thread).
+two teams on the same cores made every forward pass ~1.5x slower (docs/serving.md).
 
 A request is a *job*: its rows (one model input each, with a length in tokens) and a future. A job that
 is cancelled (its client went away, its deadline passed) leaves the queue at once; rows of it already
@@ -30,12 +29,11 @@ MAX_BATCH_ROWS = 4096  # rows per forward pass, whatever their length (the token
 POOL_BUDGETS = 2  # the worker takes up to this many token budgets of rows at once, to sort them together
 UNBATCHED_TOKENS = 1 << 40  # batching off: a request's rows all go in one forward pass
 # The model thread hands freed memory back to the system (allocator.trim) at most this often. Batches of
-# ever-different shapes leave freed blocks scattered through glibc's heaps, which it keeps: the server's RSS
-# grew 28% over 2,000 requests at concurrency 32 and went on growing. Trimming once a second held it to a few
-# percent at a cost within the noise (~2%; ~10 ms a trim); a fixed low mmap threshold held it too, but cost
-# ~15% of the throughput (every large tensor mapped and faulted in afresh). A server that falls idle trims once
-# more, TRIM_EVERY_S after the last trim: otherwise the freed blocks of the last second of a load stayed
-# (MiniLM, 8,000 requests at concurrency 1 to 64: RSS +17% from warm, where it ended before that trim).
+# ever-different shapes leave freed blocks scattered through glibc's heaps, which it keeps, so RSS grows for
+# as long as the server runs. A trim a second holds it within a few percent at a cost inside the noise; a fixed
+# low mmap threshold holds it too, but maps and faults in every large tensor afresh (docs/serving.md). A
+# server that falls idle trims once more, TRIM_EVERY_S after the last trim, or the blocks freed in a load's
+# last second would stay.
 TRIM_EVERY_S = 1.0
 
 
