@@ -11,7 +11,7 @@ from bertforge.config import PRESETS, BertConfig
 from bertforge.errors import ConfigError
 from bertforge.io.jsonl import read_json_object
 
-FAMILIES = ("bert", "xlnet", "elmo", "static")
+FAMILIES = ("bert", "xlnet", "elmo", "static", "electra")
 _CHAR_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]  # ELMo's, cut to size
 
 
@@ -28,7 +28,8 @@ def model_type(path: str | os.PathLike) -> str:
 
 def preset_config(family: str, preset: str, **overrides: Any):
     """A preset of Google's BERT sizes (tiny ... large) in ``family``'s config: the same layers, width and
-    heads for XLNet; for ELMo a 2-layer biLM whose projection is the width and whose cells are 4x it."""
+    heads for XLNet and ELECTRA (whose embedding size is then the width); for ELMo a 2-layer biLM whose
+    projection is the width and whose cells are 4x it."""
     layers, hidden, heads = PRESETS[preset]
     if family == "bert":
         return BertConfig.preset(preset, **overrides)
@@ -37,6 +38,11 @@ def preset_config(family: str, preset: str, **overrides: Any):
 
         return XLNetConfig(**{**dict(d_model=hidden, n_layer=layers, n_head=heads, d_inner=4 * hidden, mem_len=None,
                                      bos_token_id=None, eos_token_id=None), **overrides})
+    if family == "electra":  # the embedding size is the width, so the encoder is the BERT row's
+        from bertforge.model.electra import ElectraConfig
+
+        return ElectraConfig(**{**dict(embedding_size=hidden, hidden_size=hidden, num_hidden_layers=layers,
+                                       num_attention_heads=heads, intermediate_size=4 * hidden), **overrides})
     if family == "elmo":
         from bertforge.model.elmo import ElmoConfig
 
@@ -62,6 +68,10 @@ def read_config(path: str | os.PathLike):
         from bertforge.model.xlnet import XLNetConfig
 
         return XLNetConfig.from_json_file(path)
+    if kind == "electra":
+        from bertforge.model.electra import ElectraConfig
+
+        return ElectraConfig.from_json_file(path)
     if kind == "static":
         from bertforge.model.static import StaticConfig
 
