@@ -125,6 +125,8 @@ class BertTokenizer:
         vocab_file = directory / "vocab.txt"
         if not vocab_file.is_file():
             raise PathError("has no vocab.txt (a BERT tokenizer directory needs one)", path=directory)
+        if (directory / "tokenizer.json").is_file():
+            check_tokenizer_json(directory / "tokenizer.json", load_vocab(vocab_file))
         config = _read_json(directory / "tokenizer_config.json")
         config.update(_read_json(directory / "special_tokens_map.json"))
         kwargs: dict[str, Any] = {name: _token_content(config[name]) for name in SPECIAL_TOKEN_NAMES if name in config}
@@ -340,6 +342,24 @@ def _as_batch(texts: str | Sequence[str], name: str) -> list[str]:
 def _token_content(value: str | dict[str, Any]) -> str:
     """A special token's text, from a plain string or a serialized AddedToken dict."""
     return value["content"] if isinstance(value, dict) else value
+
+
+def check_tokenizer_json(path: Path, vocab: dict[str, int]) -> None:
+    """A ConfigError naming ``tokenizer.json`` if it is not JSON or its WordPiece vocabulary is not ``vocab.txt``'s:
+    we tokenize with ``vocab.txt``, and ``transformers``' fast tokenizer would read this file instead."""
+    from bertforge.errors import ConfigError
+
+    model = read_json_object(path, what="tokenizer.json").get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("vocab"), dict):
+        raise ConfigError("has no model.vocab (not a WordPiece tokenizer file)", source=path,
+                          hint="delete it (vocab.txt is what bertforge reads) or save the tokenizer again")
+    theirs = model["vocab"]
+    if theirs != vocab:
+        token = next((t for t in vocab if theirs.get(t) != vocab[t]), None)
+        detail = (f"{token!r} is id {vocab[token]} in vocab.txt but {theirs.get(token, 'absent')} here"
+                  if token is not None else f"it has {len(theirs)} tokens, vocab.txt {len(vocab)}")
+        raise ConfigError(f"its vocabulary differs from vocab.txt ({detail})", source=path,
+                          hint="delete it (vocab.txt is what bertforge reads) or save the tokenizer again")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

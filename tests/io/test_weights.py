@@ -146,4 +146,5 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         BertModel(BertConfig.preset("tiny", vocab_size=50)).save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", "weights.sha256"]
+    BertModel.from_pretrained(tmp_path)  # the old file and its record still agree

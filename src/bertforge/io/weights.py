@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertforge.errors import CheckpointError
+from bertforge.io import checksums
 from bertforge.io.atomic import atomic_path
 
 # Tensors some checkpoints carry that are not parameters of ours: buffers, and the tied MLM decoder
@@ -20,14 +21,18 @@ ENCODER_PREFIXES = ("embeddings.", "encoder.")
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, else ``pytorch_model.bin`` (loaded with weights_only)."""
+    """The tensors of ``model.safetensors``, else ``pytorch_model.bin`` (loaded with weights_only); a file
+    whose SHA-256 differs from the one recorded when it was saved is an error (``io/checksums.py``)."""
+    directory = Path(directory)
     safetensors_path, bin_path = directory / "model.safetensors", directory / "pytorch_model.bin"
     if safetensors_path.is_file():
+        checksums.verify(safetensors_path)
         try:
             return load_file(safetensors_path)
         except Exception as e:  # safetensors raises several types for a damaged file
             raise CheckpointError(f"{safetensors_path}: cannot read safetensors file: {e}") from None
     if bin_path.is_file():
+        checksums.verify(bin_path)
         try:
             state = torch.load(bin_path, map_location="cpu", weights_only=True)
         except Exception as e:
@@ -107,7 +112,10 @@ def warn_fresh(source: str, missing: list[str], mismatched: dict[str, tuple], un
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Write a safetensors file atomically; tied tensors are stored once, under their owner's name."""
+    """Write a safetensors file atomically; tied tensors are stored once, under their owner's name. Its SHA-256
+    goes into the directory's ``weights.sha256`` (the old line is dropped just before the file is replaced, so a
+    crash between the writes leaves a file without a record, which loads unchecked, never a record that
+    contradicts it)."""
     seen: set[tuple] = set()
     tensors = {}
     for name, tensor in state.items():
@@ -116,5 +124,11 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
             continue
         seen.add(key)
         tensors[name] = tensor.detach().contiguous().cpu()
+    path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        digest = checksums.sha256_file(tmp)
+        record = checksums.read_record(path.parent)
+        if record.pop(path.name, None) is not None:  # the old file's line goes just before the old file
+            checksums.write_record(path.parent, record)
+    checksums.write_record(path.parent, {**record, path.name: digest})

@@ -5,6 +5,8 @@ A checkpoint is written into a hidden temporary sibling (``.tmp-step-...``), eve
 ``os.rename`` publishes it. Only then are old checkpoints pruned. ``latest_checkpoint`` trusts a
 directory only if its manifest parses and every listed file has the listed size, so a crash at any
 moment leaves the previous checkpoint as the one to resume from. One process writes a directory.
+The manifest also records each file's SHA-256, checked when the checkpoint is loaded (damaged bytes are
+one error naming the file; ``BERTFORGE_SKIP_CHECKSUM=1`` skips the check; older checkpoints have none).
 
 Layout: ``model.safetensors`` (the model's state dict; tied tensors stored once), ``trainer_state.pt``
 (everything else in ``state``: optimizer, scheduler, scaler, rng, data position, config, metrics...;
@@ -29,7 +31,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_dir
+from bertforge.io.checksums import check_digest, sha256_file
 
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer_state.pt"
@@ -101,6 +105,7 @@ def _write_checkpoint(tmp: Path, step: int, state: dict[str, Any]) -> None:
         "step": step,
         "time": time.time(),
         "files": {f: (tmp / f).stat().st_size for f in files},
+        "sha256": {f: sha256_file(tmp / f) for f in files},
         "complete": True,
     }
     with open(tmp / MANIFEST_FILE, "w") as f:
@@ -198,26 +203,54 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def _verify(path: Path, manifest: dict[str, Any], name: str) -> Path:
+    """``path / name``, checked against the SHA-256 the manifest records for it (if any)."""
+    expected = (manifest.get("sha256") or {}).get(name)
+    if expected is not None:
+        check_digest(path / name, expected, str(path / MANIFEST_FILE))
+    return path / name
+
+
+def _load_trainer_state(path: Path, manifest: dict[str, Any], map_location) -> dict[str, Any]:
+    file = _verify(path, manifest, TRAINER_FILE)
+    try:
+        return torch.load(file, map_location=map_location, weights_only=False)
+    except Exception as e:  # a damaged pickle raises many types
+        raise CheckpointError(f"{file}: cannot read the trainer state: {type(e).__name__}: {e}",
+                              hint="resume from an older checkpoint (remove this one) or start a new run") from None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a complete checkpoint was saved at (from its manifest)."""
+    return _read_manifest(Path(path))["step"]
+
+
 def read_run_config(path: Path) -> dict[str, Any]:
     """The ``run_config`` a complete checkpoint was saved with (to compare settings before any work)."""
-    _read_manifest(Path(path))
-    return torch.load(Path(path) / TRAINER_FILE, map_location="cpu", weights_only=False).get("run_config", {})
+    path = Path(path)
+    return _load_trainer_state(path, _read_manifest(path), "cpu").get("run_config", {})
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The saved ``state`` plus ``step``: ``model`` as a dict of tensors (tied names restored), the
-    rest as saved. Raises ValueError if ``path`` is not a complete checkpoint."""
+    rest as saved. Raises ValueError if ``path`` is not a complete checkpoint, CheckpointError if a file's
+    bytes differ from the SHA-256 its manifest records."""
     path = Path(path)
     manifest = _read_manifest(path)
     state: dict[str, Any] = {"step": manifest["step"]}
     if MODEL_FILE in manifest["files"]:
         device = str(torch.device(map_location))
-        with safetensors.safe_open(path / MODEL_FILE, framework="pt", device=device) as f:
-            model = {name: f.get_tensor(name) for name in f.keys()}
-            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        try:
+            with safetensors.safe_open(_verify(path, manifest, MODEL_FILE), framework="pt", device=device) as f:
+                model = {name: f.get_tensor(name) for name in f.keys()}
+                aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        except CheckpointError:
+            raise
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise CheckpointError(f"{path / MODEL_FILE}: cannot read safetensors file: {e}") from None
         model.update({name: model[kept] for name, kept in aliases.items()})
         state["model"] = model
-    state.update(torch.load(path / TRAINER_FILE, map_location=map_location, weights_only=False))
+    state.update(_load_trainer_state(path, manifest, map_location))
     return state
 
 

@@ -5,12 +5,15 @@ torchrun), mixed precision, and one optimizer step over micro-batches.
 losses weighted by its share of the global item counts (so 2 ranks x batch b make the same update as
 1 rank x batch 2b), backward (DDP synchronises the last micro-batch only), unscale, clip, and the
 optimizer step, skipped on the device when the loss or gradient norm is not finite. Nothing in a
-step waits for the device: losses, the norm and the skip counters stay there, and ``StepLog`` reads
-them every ``log_every`` steps.
+step waits for the device: losses, the norm and the skip counters stay there, and ``Stepper.read``
+reads them every ``log_every`` steps. That read is also where divergence is noticed: more than
+``max_non_finite`` non-finite losses in a row, a loss above ``explode_factor`` times the first logged one
+in ``explode_logs`` log records in a row, or a non-finite weight each end training with ``Diverged``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +25,21 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from bertforge.errors import BertforgeError
 from bertforge.model.unpadded import to_device
+
+
+class Diverged(BertforgeError, RuntimeError):
+    """Training diverged (the loss is not finite or exploded, or a weight is not finite); ``step`` is where
+    it was noticed. The recipes add which checkpoint is left to resume from."""
+
+    def __init__(self, message: str, *, step: int | None = None, hint: str | None = None):
+        self.step = step
+        super().__init__(message, hint=hint)
+
+
+DIVERGED_HINT = ("lower --lr or lengthen the warm-up, keep gradient clipping, train in fp32 or bf16 instead of fp16, "
+                 "and check the data for empty or malformed batches")
 
 
 @dataclass
@@ -124,12 +141,16 @@ class Stepper:
     """One optimizer step over a list of micro-batches (see the module docstring)."""
 
     def __init__(self, runtime: Runtime, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                 loss_names: Sequence[str], clip_norm: float = 1.0, max_non_finite: int = 10, compile: bool = False):
+                 loss_names: Sequence[str], clip_norm: float = 1.0, max_non_finite: int = 10, compile: bool = False,
+                 explode_factor: float = 10.0, explode_logs: int = 3):
         self.runtime, self.model, self.optimizer, self.scheduler = runtime, model, optimizer, scheduler
         self.net = runtime.wrap(model)
         if compile:  # the training forward (and so backward) through torch.compile; evaluation stays eager
             self.net = torch.compile(self.net, dynamic=True)  # batch shapes vary: no recompiling for each
         self.loss_names, self.clip_norm, self.max_non_finite = tuple(loss_names), clip_norm, max_non_finite
+        self.explode_factor, self.explode_logs = explode_factor, explode_logs
+        self.first_loss: float | None = None  # the first logged (finite) loss: what "exploded" is measured against
+        self.exploding = 0  # log records in a row above explode_factor x first_loss
         self.autocast, self.scaler = runtime.autocast()
         device = runtime.device
         # On the device: loss sums per name (this step), the real tokens, the norm, and the skip counters.
@@ -199,25 +220,47 @@ class Stepper:
 
     def read(self) -> dict[str, float]:
         """This step's global mean losses, gradient norm, lr and skip count (one device sync); raises
-        when the loss has not been finite for more than ``max_non_finite`` steps in a row."""
+        ``Diverged`` when training has diverged (see the module docstring)."""
         sums = self.runtime.all_reduce(self.loss_sums.clone()) if self.runtime.world > 1 else self.loss_sums
         means = [s / max(c, 1) for s, c in zip(sums.tolist(), self.global_counts.tolist())]
         consecutive, skipped = int(self.consecutive), int(self.skipped)
         if consecutive > self.max_non_finite:
-            raise RuntimeError(
-                f"{consecutive} non-finite losses in a row ({skipped} skipped in total). Training has "
-                "diverged: lower the learning rate or lengthen the warm-up, clip gradients, train in fp32 or "
-                "bf16 instead of fp16, and check the data for empty or malformed batches.")
+            raise Diverged(f"training diverged: {consecutive} non-finite losses in a row ({skipped} steps skipped "
+                           "in total)", hint=DIVERGED_HINT)
+        if not self.weights_finite():
+            raise Diverged("training diverged: some weights are no longer finite numbers", hint=DIVERGED_HINT)
         record = {"loss": sum(means), **{f"{n}_loss": v for n, v in zip(self.loss_names, means)}}
+        self._check_explosion(record["loss"])
         record.update(lr=self.scheduler.get_last_lr()[0], grad_norm=float(self.grad_norm), skipped_steps=skipped)
         return record
 
+    def weights_finite(self) -> bool:
+        """True if every trained weight is finite (one device sync for all of them)."""
+        params = [p.detach() for p in self.model.parameters() if p.requires_grad]
+        return not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+    def _check_explosion(self, loss: float) -> None:
+        """Count log records whose loss is far above the first one; raise after ``explode_logs`` in a row."""
+        if not math.isfinite(loss):
+            return  # a skipped step: the non-finite counter above decides
+        if self.first_loss is None:
+            self.first_loss = loss
+            return
+        limit = self.explode_factor * max(self.first_loss, 1e-3)
+        self.exploding = self.exploding + 1 if loss > limit else 0
+        if self.exploding >= self.explode_logs:
+            raise Diverged(f"training diverged: the loss is {loss:.4g}, above {self.explode_factor:g} x the first "
+                           f"logged loss {self.first_loss:.4g} in {self.exploding} log records in a row",
+                           hint=DIVERGED_HINT)
+
     def state_dict(self) -> dict:
         return {"consecutive": int(self.consecutive), "skipped": int(self.skipped),
-                "scaler": self.scaler.state_dict() if self.scaler else None}
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "first_loss": self.first_loss, "exploding": self.exploding}
 
     def load_state_dict(self, state: dict) -> None:
         self.consecutive.fill_(state["consecutive"])
         self.skipped.fill_(state["skipped"])
+        self.first_loss, self.exploding = state.get("first_loss"), state.get("exploding", 0)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
