@@ -24,10 +24,14 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import normalizers, pre_tokenizers
 
 from bertforge.tokenization import BertTokenizer
+
+if TYPE_CHECKING:
+    from bertforge.data.corpus import CorpusStats
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
 PREFIX = "##"
@@ -139,12 +143,16 @@ def train_vocab(texts: Iterable[str], vocab_size: int, *, lowercase: bool = True
 
 
 def train_vocab_from_corpus(paths: Iterable[str | Path], vocab_size: int, out_dir: str | Path, *,
-                            lowercase: bool = True, format: str = "auto") -> BertTokenizer:
-    """Read corpora with the pre-training readers, train a vocabulary, save it to ``out_dir``."""
+                            lowercase: bool = True, format: str = "auto", stats: CorpusStats | None = None
+                            ) -> BertTokenizer:
+    """Read corpora with the pre-training readers, train a vocabulary, save it to ``out_dir``.
+
+    ``stats``, when given, is filled in with what the read found (documents, undecodable bytes replaced by
+    U+FFFD: counted by the same reader ``pretrain`` and ``data prepare`` use)."""
     from bertforge.data.corpus import CorpusStats, read_documents, require_documents
 
     paths = list(paths)
-    stats = CorpusStats()
+    stats = CorpusStats() if stats is None else stats
     counts = count_words((s for doc in read_documents(paths, format=format, stats=stats) for s in doc),
                          lowercase=lowercase)
     require_documents(stats, paths)

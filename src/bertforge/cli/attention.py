@@ -7,7 +7,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from bertforge.cli.commands import Command, model_dir, output_file
+from bertforge.cli.commands import Command, bert_config, model_dir, output_file
 from bertforge.errors import UsageError
 
 FORMATS = (".png", ".html", ".htm")
@@ -27,7 +27,7 @@ def _attention(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"{out} must end in .png or .html", flag="--out")
-    output_file(args.out, "--out")
+    output_file(args.out, "--out", inputs=[args.model])
     for flag, value in (("--layer", args.layer), ("--head", args.head)):
         if value is not None and value < 0:
             raise UsageError(f"must be >= 0, got {value}", flag=flag)
@@ -37,9 +37,7 @@ def _attention(args: argparse.Namespace) -> None:
         if value is not None and not value.strip():
             raise UsageError("is empty", flag=flag)
     path = model_dir(args.model)
-    from bertforge.config import BertConfig
-
-    config = BertConfig.from_json_file(path / "config.json")
+    config = bert_config(path, "attention")
     for flag, value, count in (("--layer", args.layer, config.num_hidden_layers),
                                ("--head", args.head, config.num_attention_heads)):
         if value is not None and value >= count:

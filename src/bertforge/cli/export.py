@@ -7,7 +7,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from bertforge.cli.commands import Command, model_dir, out_dir
+from bertforge.cli.commands import Command, model_dir, out_dir, require_bert
 from bertforge.errors import PathError, UsageError
 from bertforge.export.layout import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUBDIR, check_export_settings
 
@@ -23,7 +23,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     check_export_settings(args.quantize, args.opset)
-    source, out = model_dir(args.model), out_dir(args.out)
+    source, out = require_bert(model_dir(args.model), "export onnx"), out_dir(args.out)
     if out.resolve() == source.resolve():
         raise PathError("is the model directory itself; the export would replace its weights", path=out,
                         flag="--out", hint=f"export to {source / SUBDIR} or a new directory")

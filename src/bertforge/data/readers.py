@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,13 @@ def _label(value: Any, regression: bool, path: PathLike, lineno: int, name: str)
     """A class label as str (JSON 1 -> "1"), or a regression target as float."""
     if regression:
         try:
-            return float(value)
+            target = float(value)
         except (TypeError, ValueError):
-            raise DataFormatError(f"{name} {value!r} is not a number", path=path, line=lineno) from None
+            raise DataFormatError(f"{name} {value!r} is not a number", path=path, line=lineno, field=name) from None
+        if not math.isfinite(target):  # JSON's NaN/Infinity and CSV's "nan" parse, and would poison the loss
+            raise DataFormatError(f"{name} {value!r} is not a finite number", path=path, line=lineno, field=name,
+                                  hint="a regression target must be a finite number")
+        return target
     if isinstance(value, bool):
         value = int(value)
     if value is None or isinstance(value, (dict, list)):
@@ -227,15 +232,25 @@ def read_snli(path: PathLike, encoding: str = "utf-8") -> tuple[list[TextExample
 
 
 SWAG_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
+SWAG_FIELDS = ("sent1", "sent2", *SWAG_ENDINGS)
 
 
 def read_swag(path: PathLike, encoding: str = "utf-8") -> list[ChoiceExample]:
     """Read the official SWAG csv: context = sent1, ending i = sent2 + " " + ending_i.
 
-    The test file has no ``label`` column; its examples get label None.
+    The test file has no ``label`` column; its examples get label None. A .jsonl file with the same fields
+    is read too; a file without them (a classification file given to the choice task) is refused with the
+    fields this reader expects.
     """
     examples = []
-    for lineno, rec in _table_records(path, ".csv", encoding):
+    suffix = Path(path).suffix.lower()
+    for lineno, rec in _table_records(path, suffix if suffix in (".jsonl", ".json", ".ndjson") else ".csv",
+                                      encoding):
+        missing = [name for name in SWAG_FIELDS if name not in rec]
+        if missing:
+            raise DataFormatError(f"missing field(s) {', '.join(map(repr, missing))}: multiple choice reads SWAG's "
+                                  f"fields {', '.join(SWAG_FIELDS)} (and label, 0-3, for training); this record "
+                                  f"has {', '.join(map(str, rec)) or 'none'}", path=path, line=lineno, field=missing[0])
         context = _field(rec, "sent1", path, lineno)
         start = _field(rec, "sent2", path, lineno)
         endings = [f"{start} {_field(rec, name, path, lineno)}" for name in SWAG_ENDINGS]
@@ -383,10 +398,18 @@ def read_fasttext(path: PathLike, *, encoding: str = "utf-8") -> list[TextExampl
 
 def check_labels(train_labels: Iterable[Hashable], dev_labels: Iterable[Hashable], path: PathLike,
                  *, train_path: PathLike | None = None) -> list[Hashable]:
-    """Check every dev/test label was seen in training; return the known labels, sorted."""
+    """Check every dev/test label was seen in training; return the known labels, sorted.
+
+    Training labels of a single class are refused: a classifier trained on them learns nothing but that
+    class, and its scores on any dev file are meaningless (sklearn's metrics only warn about it).
+    """
     known = set(train_labels)
     if not known:
         raise DataFormatError("no labels: the file is unlabelled", path=train_path or "(training data)")
+    if len(known) == 1:
+        raise DataFormatError(f"every example has the label {next(iter(known))!r}: a classifier needs examples "
+                              "of at least two labels", path=train_path or "(training data)",
+                              hint="add examples of the other labels")
     unseen = set(dev_labels) - known
     if unseen:
         raise DataFormatError(f"label(s) {', '.join(sorted(map(repr, unseen)))} never seen in training"

@@ -66,6 +66,12 @@ def read_squad(path: PathLike, encoding: str = "utf-8") -> tuple[list[QAExample]
                 answers = [{"text": _get(ans, "text", str, path, where_q),
                             "answer_start": _get(ans, "answer_start", int, path, where_q)}
                            for ans in answers]
+                for ans in answers:  # not a misalignment to skip: the file is broken here
+                    if ans["answer_start"] < 0 or ans["answer_start"] + len(ans["text"]) > len(context):
+                        raise DataFormatError(
+                            f"{where_q} ({where}.qas[{q}]): answer {ans['text'][:40]!r} at answer_start "
+                            f"{ans['answer_start']} lies past its context ({len(context)} characters)", path=path,
+                            field="answer_start", hint="answer_start counts characters from the start of the context")
                 bad = [ans for ans in answers if context[ans["answer_start"]:
                        ans["answer_start"] + len(ans["text"])] != ans["text"]]
                 if bad:
@@ -76,7 +82,8 @@ def read_squad(path: PathLike, encoding: str = "utf-8") -> tuple[list[QAExample]
                     continue
                 examples.append(QAExample(qid, question, context, answers, impossible))
     if not examples:
-        raise DataFormatError("no questions in file", path=path)
+        raise DataFormatError(f"no questions left: all {skipped} were skipped (answer not at answer_start)"
+                              if skipped else "no questions in file", path=path)
     return examples, skipped
 
 

@@ -16,6 +16,13 @@ from bertforge.tokenization import BertTokenizer
 Pooling = Literal["cls", "pooler", "mean"]
 
 
+def untrained_pooler(model: BertModel) -> list[str]:
+    """The pooler weights ``from_pretrained`` found no saved value for (an encoder saved without its pooler,
+    such as a token-level head's): a freshly initialised pooler, whose output is random."""
+    fresh = getattr(model, "newly_initialized", [])
+    return [n for n in fresh if n.removeprefix(f"{model.base_model_prefix}.").startswith("pooler.")]
+
+
 @torch.no_grad()
 def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
            text_pairs: Sequence[str] | None = None, *, pooling: Pooling = "mean", max_length: int = 512,
@@ -24,7 +31,8 @@ def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
     """One vector per input (N, H), in input order.
 
     ``pooling``: ``"mean"`` over real tokens (what sentence encoders such as MiniLM are trained with),
-    ``"cls"`` the final [CLS] vector, or ``"pooler"`` BERT's tanh pooler output. Batches of similar
+    ``"cls"`` the final [CLS] vector, or ``"pooler"`` BERT's tanh pooler output (refused when the pooler
+    was not in the saved weights: see ``untrained_pooler``). Batches of similar
     lengths; what padding remains is skipped by the encoder (``model/unpadded.py``). ``compile``: run the
     model through ``torch.compile`` (slower on CPU, where the compiled graph runs padded; for GPUs).
     """
@@ -32,6 +40,11 @@ def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
         raise UsageError(f"pooling must be 'mean', 'cls' or 'pooler', got {pooling!r}", flag="--pooling")
     if pooling == "pooler" and getattr(model, "pooler", True) is None:
         raise UsageError("this model has no pooler layer", flag="--pooling", hint="use mean or cls")
+    fresh = untrained_pooler(model) if pooling == "pooler" else []
+    if fresh:
+        raise UsageError(f"pooling 'pooler': the model's pooler was never trained ({', '.join(fresh)} are not in its "
+                         "weights file and were just initialised), so its vectors would be random",
+                         hint="use mean or cls pooling")
     enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
                     max_length=max_length, padding=False, return_tensors=None)
     ids, types = enc["input_ids"], enc["token_type_ids"]

@@ -26,10 +26,19 @@ def fill_mask(model: BertForPreTraining, tokenizer: BertTokenizer, text: str, to
     if not 1 <= top_k <= tokenizer.vocab_size:
         raise UsageError(f"must be in [1, {tokenizer.vocab_size}] (the vocabulary size), got {top_k}",
                          flag="--top-k")
-    enc = tokenizer(text)
+    limit = model.config.max_position_embeddings
+    enc = tokenizer(text, max_length=limit)
     positions = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
+    pieces = tokenizer.piece_ids([text])[0]
+    written = pieces.count(tokenizer.mask_token_id)
+    mask = tokenizer.convert_ids_to_tokens(tokenizer.mask_token_id)
+    if positions.numel() < written:  # the text was cut at the position limit, and a [MASK] with it
+        first_cut = [i for i, p in enumerate(pieces) if p == tokenizer.mask_token_id][positions.numel()]
+        raise UsageError(f"the {mask} at piece {first_cut + 1:,} of {len(pieces):,} lies past the model's "
+                         f"{limit}-position limit (max_position_embeddings): the text is truncated to {limit} "
+                         f"pieces with [CLS] and [SEP], which cuts it away", hint=f"put each {mask} within the "
+                         f"first {limit - 2} pieces of its text")
     if positions.numel() == 0:
-        mask = tokenizer.convert_ids_to_tokens(tokenizer.mask_token_id)
         raise UsageError(f"no {mask} token in {text!r}", hint=f"write {mask} where a word should be guessed")
     was_training = model.training
     model.eval()

@@ -96,6 +96,16 @@ def task_of(config, source: str | Path) -> Task:
     return get_task(name)
 
 
+def check_label_names(task: Task, settings: dict[str, Any], source: str | Path) -> None:
+    """Refuse a classifier whose config.json lost ``id2label``: the head would name its classes LABEL_0,
+    LABEL_1, ... (the `transformers` default), answers that look right and mean nothing."""
+    if task.has_labels and not settings.get("id2label"):
+        raise ConfigError(f"has no id2label field, so the {task.name} model's class names are unknown (its "
+                          "predictions would read LABEL_0, LABEL_1, ...)", source=Path(source) / "config.json",
+                          hint='restore id2label (class id -> name, e.g. {"0": "neg", "1": "pos"}) as finetune '
+                               "wrote it")
+
+
 class Predictor:
     """A fine-tuned model directory ready to predict: its task, model, tokenizer and settings."""
 
@@ -116,6 +126,7 @@ class Predictor:
         else:
             config = read_config(path)
             task = task_of(config, path)
+            check_label_names(task, config.extra, path)
             model = task.head_class(model_type(path)).from_pretrained(path)
         return cls(task, model.to(device), BertTokenizer.from_pretrained(path), torch.device(device))
 
@@ -127,6 +138,8 @@ class Predictor:
             raise UsageError(f"the {backend} backend runs on the CPU, got device {device}", flag="--backend")
         model = OnnxModel.load(path, backend)
         task = get_task(model.settings["bertforge_task"]) if model.settings else task_of(model.config, model.path)
+        if not model.settings:
+            check_label_names(task, model.config.extra, model.path)
         return cls(task, model, BertTokenizer.from_pretrained(model.path), torch.device("cpu"))
 
     @property

@@ -182,14 +182,15 @@ def request_timeout(request: Request, default: float) -> float:
 
 async def read_body(request: Request) -> bytes:
     """The body, refused (413) past MAX_BODY_BYTES before it is all read."""
+    limit = f"the server's limit of {MAX_BODY_BYTES:,} bytes ({MAX_BODY_BYTES / 2**20:g} MiB)"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise RequestError(413, f"the body is {int(declared):,} bytes, more than {MAX_BODY_BYTES:,}", "body")
+        raise RequestError(413, f"the body is {int(declared):,} bytes, more than {limit}", "body")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise RequestError(413, f"the body is more than {MAX_BODY_BYTES:,} bytes", "body")
+            raise RequestError(413, f"the body is more than {limit}", "body")
         chunks.append(chunk)
     return b"".join(chunks)
 

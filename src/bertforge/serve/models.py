@@ -27,6 +27,7 @@ from bertforge.data.options import DataOptions
 from bertforge.data.squad import choose_answer
 from bertforge.errors import UsageError, require_dir
 from bertforge.export.layout import find_export
+from bertforge.inference.encode import untrained_pooler
 from bertforge.inference.predictor import Predictor, run_model
 from bertforge.model import BertForPreTraining, BertModel
 from bertforge.model.families import model_type
@@ -172,7 +173,8 @@ class ServedModel:
                 "config": {"layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
                            "heads": c.num_attention_heads, "vocab_size": c.vocab_size,
                            "max_position_embeddings": c.max_position_embeddings,
-                           "pooler": self.encoder is not None and self.encoder.pooler is not None}}
+                           "pooler": self.encoder is not None and self.encoder.pooler is not None
+                           and not untrained_pooler(self.encoder)}}
 
     # --- requests to rows ---------------------------------------------------------------------------
 
@@ -230,6 +232,9 @@ class ServedModel:
         pooling, normalize = parsed.options["pooling"], parsed.options["normalize"]
         if pooling == "pooler" and self.encoder.pooler is None:
             raise RequestError(422, "this model has no pooler layer; use mean or cls", "pooling")
+        if pooling == "pooler" and untrained_pooler(self.encoder):
+            raise RequestError(422, "this model's pooler was never trained (its weights file has no pooler), so its "
+                                    "vectors would be random; use mean or cls", "pooling")
         rows = [Row(e["input_ids"], e["token_type_ids"], (pooling, normalize)) for e in self._encode(parsed, limits)]
         # 8 decimals: float32 precision for the usual values, half the JSON of full float reprs, and faster
         return Work("embed", rows, lambda outputs: [np.round(v.astype(np.float64), 8).tolist() for v in outputs])
