@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.etree.ElementTree import ParseError
 
-from bertforge.data import peoples_daily
+from bertforge.data import peoples_daily, segment
 from bertforge.data.sentences import split_sentences
 from bertforge.errors import DataFormatError, UsageError, require_file
 from bertforge.io.jsonl import parse_jsonl
@@ -90,8 +90,12 @@ def read_documents(
     format: str = "auto",
     text_field: str = "text",
     stats: CorpusStats | None = None,
+    keep_words: bool = False,
 ) -> Iterator[Document]:
     """Yield the non-empty documents of ``paths`` (one file or several, read in order).
+
+    ``keep_words=True``: People's Daily sentences come as ``segment.SegmentedSentence`` (a ``str`` that also
+    carries where the corpus's words start), for whole-word masking.
 
     Pass a ``CorpusStats`` to have it filled in; ``require_documents`` turns "nothing read"
     into a clear error. Files are checked (exist, not binary, format known) before this returns.
@@ -102,7 +106,7 @@ def read_documents(
                          hint=f"use auto or one of {', '.join(FORMATS)}")
     plan = [(path, _check_file(path, format)) for path in files]
     stats = stats if stats is not None else CorpusStats()
-    return _read_all(plan, text_field, stats)
+    return _read_all(plan, text_field, stats, keep_words)
 
 
 def detect_format(path: PathLike) -> str:
@@ -202,7 +206,7 @@ def _normalise(line: str) -> str:
 # --- readers ---------------------------------------------------------------------------------
 
 def _read_all(
-    plan: list[tuple[Path, str]], text_field: str, stats: CorpusStats
+    plan: list[tuple[Path, str]], text_field: str, stats: CorpusStats, keep_words: bool = False
 ) -> Iterator[Document]:
     for path, fmt in plan:
         stats.files += 1
@@ -211,7 +215,7 @@ def _read_all(
                 if fmt == "wiki":
                     docs = _wiki_documents(f, path, stats)
                 elif fmt == "peoples-daily":
-                    docs = _peoples_daily_documents(_decoded_lines(f, stats), path)
+                    docs = _peoples_daily_documents(_decoded_lines(f, stats), path, keep_words)
                 elif fmt == "jsonl":
                     docs = _jsonl_documents(_decoded_lines(f, stats), path, text_field)
                 else:
@@ -275,7 +279,7 @@ _SENTENCE_END = re.compile(r"[。！？!?]")
 _CONTINUES = tuple("：:，,；;、…—")
 
 
-def _peoples_daily_documents(lines: Iterable[str], path: Path) -> Iterator[Document]:
+def _peoples_daily_documents(lines: Iterable[str], path: Path, keep_words: bool = False) -> Iterator[Document]:
     """One document per article: lines sharing an id prefix (``19980101-01-001``) when the file
     has ids; otherwise an article starts at a headline (a line with no 。！？, not ending in a
     clause mark such as ，：, not wholly in parentheses) that follows a body line. Sub-headings
@@ -304,7 +308,8 @@ def _peoples_daily_documents(lines: Iterable[str], path: Path) -> Iterator[Docum
                 yield doc
                 doc = []
             in_body = not headline
-        doc.extend(split_sentences(text))
+        sentences = split_sentences(text)
+        doc.extend(segment.split_segmented([w[0] for w in words], text, sentences) if keep_words else sentences)
     if doc or key is not None:
         yield doc
 

@@ -11,6 +11,10 @@ reproduced bit for bit, only the rules and distributions (``rng.random()`` -> ``
 
 ``nsp=False`` (the ablation "No NSP", RoBERTa's FULL-SENTENCES) packs contiguous text instead,
 see :func:`pack_documents`.
+
+Ids are only copied, cut and concatenated here, never compared, so a caller may carry one bit per piece in
+the ids' high bits through instance creation: ``prepare`` carries "continues the previous piece's word"
+(``prepare.CONTINUES_BIT``) that way, and takes it off before writing.
 """
 
 from __future__ import annotations

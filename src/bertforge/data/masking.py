@@ -4,7 +4,9 @@ Rules (Google's ``create_pretraining_data.py``, the version with ``--do_whole_wo
 
 - candidates are all positions except ``[CLS]`` and ``[SEP]`` (and ``[PAD]``, which Google never
   sees because it pads later);
-- with whole-word masking a candidate is a word: a start piece plus the ``##`` pieces after it;
+- with whole-word masking a candidate is a word: a start piece plus the ``##`` pieces after it (or, when
+  the prepared corpus stores word boundaries, ``continues``, the pieces after it in its segmented word:
+  Chinese words, :mod:`bertforge.data.segment`);
 - candidates are shuffled; ``num_to_predict = min(max_predictions_per_seq,
   max(1, round(len(tokens) * masked_lm_prob)))``, where ``len(tokens)`` counts ``[CLS]`` and
   ``[SEP]`` (not padding);
@@ -79,6 +81,14 @@ class MaskedInstance:
     labels: np.ndarray  # (T,) int32
 
 
+def continuation_mask(vocab: dict[str, int]) -> np.ndarray:
+    """(V,) bool: True for ``##`` pieces, the English rule of whole-word masking."""
+    out = np.zeros(len(vocab), dtype=bool)
+    for token, i in vocab.items():
+        out[i] = token.startswith("##")
+    return out
+
+
 def num_to_predict(length: int, masked_lm_prob: float, max_predictions_per_seq: int) -> int:
     """Google's count: ``min(max_predictions, max(1, int(round(length * masked_lm_prob))))``.
 
@@ -89,15 +99,15 @@ def num_to_predict(length: int, masked_lm_prob: float, max_predictions_per_seq: 
 
 
 def _check_args(special_ids: SpecialIds, masked_lm_prob: float, max_predictions_per_seq: int,
-                whole_word: bool, is_continuation) -> None:
+                whole_word: bool, is_continuation, continues=None) -> None:
     if not 0.0 <= masked_lm_prob <= 1.0:
         raise ValueError(f"masked_lm_prob must be in [0, 1], got {masked_lm_prob}")
     if max_predictions_per_seq < 1:
         raise ValueError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
-    if whole_word:
+    if whole_word and continues is None:
         if is_continuation is None:
             raise ValueError("whole_word=True needs is_continuation, a bool array of the "
-                             "vocab size that is True for '##' pieces")
+                             "vocab size that is True for '##' pieces, or continues, one per position")
         if len(is_continuation) != special_ids.vocab_size:
             raise ValueError(f"is_continuation has {len(is_continuation)} entries, "
                              f"vocab_size is {special_ids.vocab_size}")
@@ -142,6 +152,7 @@ def mask_tokens(
     random_excludes_special: bool = False,
     mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
     spans: bool = False,
+    continues: np.ndarray | None = None,
 ) -> MaskedInstance:
     """Choose positions to predict in one sequence and corrupt them, as Google does.
 
@@ -151,25 +162,31 @@ def mask_tokens(
     (default off: Google draws from the whole vocabulary). ``mix`` is the share of chosen positions
     that become [MASK], a random token, or stay (the paper's Appendix C.2 ablation; default 80/10/10).
     ``spans=True`` chooses SpanBERT's spans instead of single positions (:func:`span_positions`).
+    ``continues`` (T,) bool, where given, says which pieces continue the previous piece's word (the prepared
+    corpus's segmented words) instead of ``is_continuation``.
     """
-    _check_args(special_ids, masked_lm_prob, max_predictions_per_seq, whole_word, is_continuation)
+    _check_args(special_ids, masked_lm_prob, max_predictions_per_seq, whole_word, is_continuation, continues)
     ids = np.asarray(tokens)
     if ids.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {ids.shape}")
     ids = ids.astype(np.int32)
     if ids.size and (ids.min() < 0 or ids.max() >= special_ids.vocab_size):
         raise ValueError(f"token ids must be in [0, {special_ids.vocab_size})")
+    if continues is not None and np.shape(continues) != ids.shape:
+        raise ValueError(f"continues has shape {np.shape(continues)}, tokens {ids.shape}")
 
     candidate = (ids != special_ids.cls) & (ids != special_ids.sep) & (ids != special_ids.pad)
     length = int(np.count_nonzero(ids != special_ids.pad))  # Google's len(tokens): no padding
     k = num_to_predict(length, masked_lm_prob, max_predictions_per_seq)
 
     if spans:
-        pos, span_of = span_positions(ids, candidate, k, rng, is_continuation)
+        pos, span_of = span_positions(ids, candidate, k, rng, is_continuation, continues=continues)
     elif whole_word:
-        # Words: a candidate starts one unless it is a '##' piece right after another candidate.
+        # Words: a candidate starts one unless it continues a word (a '##' piece) right after another candidate.
         prev_candidate = np.concatenate([[False], candidate[:-1]])
-        starts = candidate & ~(np.asarray(is_continuation, dtype=bool)[ids] & prev_candidate)
+        cont = (np.asarray(continues, dtype=bool) if continues is not None
+                else np.asarray(is_continuation, dtype=bool)[ids])  # (T,)
+        starts = candidate & ~(cont & prev_candidate)
         word_of = np.where(candidate, np.cumsum(starts) - 1, -1)  # (T,) word index, -1: none
         n_words = int(np.count_nonzero(starts))
         sizes = np.bincount(word_of[candidate], minlength=n_words)  # (W,)
@@ -196,14 +213,18 @@ def mask_tokens(
 
 
 def span_positions(ids: np.ndarray, candidate: np.ndarray, k: int, rng: np.random.Generator,
-                   is_continuation: np.ndarray | None, p: float = 0.2, max_span: int = 10
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   is_continuation: np.ndarray | None, p: float = 0.2, max_span: int = 10, *,
+                   continues: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """SpanBERT's choice: spans of whole words until ``k`` pieces are chosen (sorted positions, and the
     span index of each). A span's length in words is Geometric(p) clipped at ``max_span`` (mean 3.8); its
     start word is uniform; it stops at a special token; words already chosen are skipped; a span that
-    would overshoot the budget is dropped and another drawn (at most 100 draws)."""
+    would overshoot the budget is dropped and another drawn (at most 100 draws). Words as in
+    :func:`mask_tokens`: ``continues`` (T,) where given, else the ``##`` pieces of ``is_continuation``."""
     prev_candidate = np.concatenate([[False], candidate[:-1]])
-    cont = np.asarray(is_continuation, dtype=bool)[ids] if is_continuation is not None else np.zeros_like(candidate)
+    if continues is not None:
+        cont = np.asarray(continues, dtype=bool)
+    else:
+        cont = np.asarray(is_continuation, dtype=bool)[ids] if is_continuation is not None else np.zeros_like(candidate)
     starts = candidate & ~(cont & prev_candidate)  # (T,) the first piece of each word
     word_of = np.where(candidate, np.cumsum(starts) - 1, -1)  # (T,) word index, -1 off words
     n_words = int(starts.sum())
@@ -276,17 +297,18 @@ def mask_batch(
     is_continuation: torch.Tensor | np.ndarray | None = None,
     attention_mask: torch.Tensor | None = None,
     random_excludes_special: bool = False,
+    continues: torch.Tensor | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic masking of a padded batch: returns ``(masked_input_ids, labels)``, both (B, T) long.
 
     Same rules and statistics as :func:`mask_tokens`, row by row. Padding (``[PAD]`` ids, or
     ``attention_mask == 0`` when given) is never chosen and does not count in the length that sets
     ``num_to_predict``. ``input_ids`` is not modified. ``generator`` must live on the device of
-    ``input_ids``.
+    ``input_ids``. ``continues`` (B, T) bool, where given, replaces the ``##`` test of ``is_continuation``.
     """
     import torch
 
-    _check_args(special_ids, masked_lm_prob, max_predictions_per_seq, whole_word, is_continuation)
+    _check_args(special_ids, masked_lm_prob, max_predictions_per_seq, whole_word, is_continuation, continues)
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
     ids = input_ids.long()
@@ -302,7 +324,8 @@ def mask_batch(
 
     starts = candidate.clone()
     if whole_word:
-        cont = torch.as_tensor(is_continuation, dtype=torch.bool, device=device)[ids]  # (B, T)
+        cont = (torch.as_tensor(continues, dtype=torch.bool, device=device) if continues is not None
+                else torch.as_tensor(is_continuation, dtype=torch.bool, device=device)[ids])  # (B, T)
         prev_candidate = torch.zeros_like(candidate)
         prev_candidate[:, 1:] = candidate[:, :-1]
         starts &= ~(cont & prev_candidate)

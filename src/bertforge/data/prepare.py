@@ -7,6 +7,11 @@ tokenize each chunk (through a per-process cache of distinct words,
 back with ``mmap_mode="r"``). At most ``2 * workers`` chunks are in flight, so memory stays bounded
 whatever the corpus size. Masks are not stored: they are drawn per batch (see ``pretraining_data``).
 
+With ``segment_words`` each shard also stores, one bit per piece (``continues``, packed with
+``np.packbits``), whether the piece continues the word of the piece before it: Chinese text segmented into
+words (:mod:`bertforge.data.segment`), so whole-word masking masks whole Chinese words. The instances are
+the same with or without it, so a corpus prepared with words also serves runs that do not use them.
+
 A fraction of documents (chosen by seed) goes to a held-out ``eval`` split. The output directory is
 complete only once ``meta.json`` exists (the directory is built under a temporary name and
 renamed); a second call with the same corpus, tokenizer and settings reuses it.
@@ -29,7 +34,9 @@ from tqdm import tqdm
 
 from bertforge.data.corpus import CorpusStats, Document, read_documents, require_documents
 from bertforge.data.instances import Instance, create_instances
-from bertforge.data.masking import SpecialIds
+from bertforge.data.masking import SpecialIds, continuation_mask
+from bertforge.data.segment import (SegmentedSentence, Segmenter, continuation_bits, has_cjk, require_segmenter,
+                                     segmenter_installed, segmenter_version)
 from bertforge.data.word_cache import WordPieceCache
 from bertforge.errors import DataFormatError, UsageError, require_file
 from bertforge.io.atomic import atomic_dir
@@ -38,6 +45,8 @@ from bertforge.tokenization import BertTokenizer
 
 SPLITS = ("train", "eval")
 ARRAYS = ("tokens", "lengths", "b_start", "is_random_next")
+CONTINUES = "continues"  # the optional array of segment_words: (n, ceil(width / 8)) packed bits
+CONTINUES_BIT = 1 << 30  # while instances are made, the bit rides in each piece id (instances.py copies ids)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class PrepareSettings:
     format: str = option("auto", "corpus format (default: detect per file)",
                          choices=("auto", "google", "lines", "jsonl", "wiki", "peoples-daily"))
     shard_bytes: int = option(4 << 20, "raw text per shard", min=1 << 10, cli=False)
+    segment_words: bool = option(False, "store each piece's word for whole-word masking: Chinese text segmented "
+                                 "by jieba (People's Daily by its own segmentation), ## pieces with their word")
 
     def __post_init__(self) -> None:
         check(self)
@@ -65,8 +76,10 @@ def special_ids(tokenizer: BertTokenizer) -> SpecialIds:
 
 
 def fingerprint(paths: list[Path], tokenizer_dir: Path, settings: PrepareSettings) -> str:
-    """Identity of a prepared corpus: the files (path, size, mtime), the vocabulary, the settings."""
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
+    """Identity of a prepared corpus's instances: the files (path, size, mtime), the vocabulary, the settings
+    (but ``segment_words``, which adds an array and changes no instance: see :func:`_reusable`)."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "segment_words"}
+    h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -88,18 +101,24 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
     tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
     key = fingerprint(paths, tokenizer_dir, settings)
     existing = read_meta(out_dir) if (out_dir / "meta.json").exists() else None
-    if existing and existing["fingerprint"] == key:
+    if existing and _reusable(existing, key, settings):
         return existing
 
     stats = CorpusStats()
-    documents = read_documents(paths, format=settings.format, stats=stats)  # checks files up front
+    documents = read_documents(paths, format=settings.format, stats=stats,  # checks files up front
+                               keep_words=settings.segment_words)
     with atomic_dir(out_dir) as tmp:
         counts, errors = {s: [] for s in SPLITS}, []
         bar = tqdm(desc="preparing corpus", unit="B", unit_scale=True, disable=not progress)
+        segmented = {"jieba": 0, "corpus": 0}
+        if settings.segment_words and not segmenter_installed():
+            documents = _require_segmenter_for_chinese(documents, paths)
         for result in _run(_chunks(documents, settings.shard_bytes, bar), tokenizer_dir, settings, tmp, workers):
             for split in SPLITS:
                 counts[split].append(result[split])
             errors += result["errors"]
+            for k in segmented:
+                segmented[k] += result.get("segmented", {}).get(k, 0)
         bar.close()
         require_documents(stats, paths)
         if sum(counts["train"]) == 0:
@@ -114,8 +133,26 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
             "instances": {split: sum(counts[split]) for split in SPLITS},
             "corpus": {"files": [str(p) for p in paths], **dataclasses.asdict(stats)},
         }
+        if settings.segment_words:  # the segmenter, and how many sentences it and the corpus segmented
+            meta["words"] = {"segmenter": segmenter_version(), "sentences": segmented}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def _reusable(meta: dict, key: str, settings: PrepareSettings) -> bool:
+    """The same instances, and word boundaries from the same segmenter when they are asked for."""
+    if meta["fingerprint"] != key:
+        return False
+    return not settings.segment_words or meta.get("words", {}).get("segmenter") == segmenter_version()
+
+
+def _require_segmenter_for_chinese(documents: Iterator[Document], paths: list[Path]) -> Iterator[Document]:
+    """The documents, stopping with the one clear error at the first Chinese sentence that jieba would have
+    to segment (People's Daily brings its own words)."""
+    for doc in documents:
+        if any(not isinstance(s, SegmentedSentence) and has_cjk(s) for s in doc):
+            require_segmenter(", ".join(map(str, paths)))
+        yield doc
 
 
 def read_meta(directory: Path) -> dict:
@@ -170,13 +207,25 @@ def _init_worker(tokenizer_dir: Path, settings: PrepareSettings) -> None:
     _worker["tokenizer"] = BertTokenizer.from_pretrained(tokenizer_dir)
     _worker["words"] = WordPieceCache(_worker["tokenizer"])
     _worker["settings"] = settings
+    if settings.segment_words:
+        _worker["subword"] = continuation_mask(_worker["tokenizer"].vocab)
+        _worker["segmenter"] = Segmenter()
 
 
 def _make_shard(index: int, documents: list[Document], out: Path) -> dict:
     """Tokenize one chunk of documents, split off held-out documents, write both splits' arrays."""
     tokenizer: BertTokenizer = _worker["tokenizer"]
     s: PrepareSettings = _worker["settings"]
-    ids = iter(_worker["words"].piece_arrays([sentence for doc in documents for sentence in doc]))
+    sentences = [sentence for doc in documents for sentence in doc]
+    result: dict = {"errors": []}
+    if s.segment_words:
+        segmenter: Segmenter = _worker["segmenter"]
+        before = dict(segmenter.used)
+        ids = iter([np.where(cont, piece | CONTINUES_BIT, piece) for piece, cont in
+                    continuation_bits(tokenizer, sentences, _worker["subword"], segmenter)])
+        result["segmented"] = {k: segmenter.used[k] - before[k] for k in before}
+    else:
+        ids = iter(_worker["words"].piece_arrays(sentences))
     tokenized = [[next(ids) for _ in doc] for doc in documents]
     rng = np.random.default_rng([s.seed, index])
     held_out = rng.random(len(tokenized)) < s.eval_fraction
@@ -184,7 +233,6 @@ def _make_shard(index: int, documents: list[Document], out: Path) -> dict:
               "eval": [d for d, h in zip(tokenized, held_out) if h]}
     if len(splits["eval"]) < 2:  # too few to pair with random documents: keep them for training
         splits = {"train": tokenized, "eval": []}
-    result: dict = {"errors": []}
     for split, docs in splits.items():
         instances: list[Instance] = []
         if docs:
@@ -194,7 +242,7 @@ def _make_shard(index: int, documents: list[Document], out: Path) -> dict:
                                              s.random_next)
             except ValueError as e:  # e.g. no document long enough for NSP in this chunk
                 result["errors"].append(str(e))
-        _write(out, split, index, instances, s.max_seq_length, tokenizer)
+        _write(out, split, index, instances, s.max_seq_length, tokenizer, s.segment_words)
         result[split] = len(instances)
     return result
 
@@ -204,16 +252,20 @@ def _dtype(vocab_size: int) -> type:
 
 
 def _write(out: Path, split: str, index: int, instances: list[Instance], width: int,
-           tokenizer: BertTokenizer) -> None:
+           tokenizer: BertTokenizer, words: bool = False) -> None:
     n = len(instances)
+    continues = np.zeros((n, width), dtype=bool)
     tokens = np.full((n, width), tokenizer.pad_token_id, dtype=_dtype(tokenizer.vocab_size))
     lengths = np.zeros(n, dtype=np.int16)
     b_start = np.zeros(n, dtype=np.int16)  # first position of segment B (== length when there is none)
     random_next = np.zeros(n, dtype=np.uint8)
     for i, inst in enumerate(instances):
-        tokens[i, :len(inst.tokens)] = inst.tokens
+        continues[i, :len(inst.tokens)] = inst.tokens & CONTINUES_BIT
+        tokens[i, :len(inst.tokens)] = inst.tokens & (CONTINUES_BIT - 1)
         lengths[i] = len(inst.tokens)
         b_start[i] = len(inst.tokens) - int(inst.segment_ids.sum())  # segment B is the ones at the end
         random_next[i] = inst.is_random_next
     for name, array in zip(ARRAYS, (tokens, lengths, b_start, random_next)):
         np.save(shard_path(out, split, index, name), array)
+    if words:
+        np.save(shard_path(out, split, index, CONTINUES), np.packbits(continues, axis=1))

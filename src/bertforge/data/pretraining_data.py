@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from bertforge.data.prepare import ARRAYS, read_meta, shard_path
+from bertforge.data.prepare import ARRAYS, CONTINUES, read_meta, shard_path
 from bertforge.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -23,15 +23,19 @@ if TYPE_CHECKING:
 
 
 class InstanceStore:
-    """One split of a prepared corpus, memory-mapped: random access to instances by global index."""
+    """One split of a prepared corpus, memory-mapped: random access to instances by global index.
+
+    A corpus prepared with ``segment_words`` also has ``continues``, (n, T) bool in ``rows``: the piece
+    continues the word of the piece before it (stored as packed bits)."""
 
     def __init__(self, directory: str | Path, split: str = "train"):
         self.directory = Path(directory)
         meta = read_meta(self.directory)
         self.meta = meta
         counts = meta["shards"][split]
+        self.arrays = ARRAYS + ((CONTINUES,) if "words" in meta else ())
         self.shards = [{name: np.load(shard_path(self.directory, split, i, name), mmap_mode="r")
-                        for name in ARRAYS} for i, n in enumerate(counts) if n]
+                        for name in self.arrays} for i, n in enumerate(counts) if n]
         self.offsets = np.cumsum([0] + [n for n in counts if n])
         self.max_seq_length = meta["settings"]["max_seq_length"]
 
@@ -41,12 +45,15 @@ class InstanceStore:
     def rows(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Arrays of the instances at ``indices`` (in that order)."""
         shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
-        out = {name: [] for name in ARRAYS}
+        out = {name: [] for name in self.arrays}
         for i, s in zip(indices, shard_of):
             local = int(i - self.offsets[s])
-            for name in ARRAYS:
+            for name in self.arrays:
                 out[name].append(self.shards[s][name][local])
-        return {name: np.stack(values) for name, values in out.items()}
+        rows = {name: np.stack(values) for name, values in out.items()}
+        if CONTINUES in rows:  # (B, ceil(T / 8)) packed -> (B, T) bool
+            rows[CONTINUES] = np.unpackbits(rows[CONTINUES], axis=1, count=self.max_seq_length).astype(bool)
+        return rows
 
 
 class PretrainingBatches:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
-from bertforge.data.masking import mask_tokens
+from bertforge.data.masking import continuation_mask, mask_tokens
 from bertforge.objectives.base import Objective, instance_generator, packed_inputs
 
 
@@ -25,20 +25,14 @@ class MaskingSettings:
     mix: tuple[float, float, float] = (0.8, 0.1, 0.1)  # shares of [MASK], random token, unchanged
 
 
-def continuation_mask(vocab: dict[str, int]) -> np.ndarray:
-    """(V,) bool: True for ``##`` pieces, for whole-word masking."""
-    out = np.zeros(len(vocab), dtype=bool)
-    for token, i in vocab.items():
-        out[i] = token.startswith("##")
-    return out
-
-
 @dataclass
 class MaskedLM(Objective):
     """15% of the tokens chosen (80% [MASK], 10% random, 10% kept), the original predicted at those alone.
 
     Each instance's mask is drawn from a generator seeded by (seed, epoch, index): new masks every
-    epoch (dynamic masking), or one per instance with ``static_masks``.
+    epoch (dynamic masking), or one per instance with ``static_masks``. Whole-word masking groups the pieces
+    of a word by the prepared corpus's word boundaries where it stores them (``rows["continues"]``: Chinese
+    words, see ``data/segment.py``), else by the ``##`` pieces of the vocabulary.
     """
 
     masking: MaskingSettings = MaskingSettings()
@@ -68,10 +62,12 @@ class MaskedLM(Objective):
         input_ids, labels = batch["input_ids"].numpy().copy(), np.full(batch["input_ids"].shape, IGNORE_INDEX)
         m = self.masking
         mask_epoch = 0 if m.static_masks and epoch >= 0 else epoch
+        continues = rows.get("continues") if m.whole_word or m.spans else None  # (B, T) bool
         for r, (i, n) in enumerate(zip(indices, rows["lengths"])):
             masked = mask_tokens(rows["tokens"][r, :n], self.special, m.masked_lm_prob, m.max_predictions_per_seq,
                                  rng=instance_generator(self.seed, mask_epoch, i), whole_word=m.whole_word,
-                                 is_continuation=self.is_continuation, mix=m.mix, spans=m.spans)
+                                 is_continuation=self.is_continuation, mix=m.mix, spans=m.spans,
+                                 continues=None if continues is None else continues[r, :n])
             input_ids[r, :n] = masked.input_ids
             labels[r, :n] = masked.labels
         return {**batch, "input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
@@ -148,11 +144,14 @@ class MaskedLMWithSOP(MaskedLMWithNSP):
             if rows["is_random_next"][r] or not np.random.default_rng([self.seed, epoch_ + 1, int(i), 1]).random() < 0.5:
                 continue
             n, b = int(rows["lengths"][r]), int(rows["b_start"][r])
-            t = rows["tokens"][r]
-            a_part, b_part = t[1:b - 1].copy(), t[b:n - 1].copy()
-            t[1:1 + len(b_part)] = b_part
-            t[1 + len(b_part)] = self.special.sep
-            t[2 + len(b_part):n - 1] = a_part
+            for name in ("tokens", "continues"):  # the word boundaries move with their pieces
+                if name not in rows:
+                    continue
+                t = rows[name][r]
+                a_part, b_part = t[1:b - 1].copy(), t[b:n - 1].copy()
+                t[1:1 + len(b_part)] = b_part
+                t[1 + len(b_part)] = self.special.sep if name == "tokens" else False
+                t[2 + len(b_part):n - 1] = a_part
             rows["b_start"][r] = len(b_part) + 2
             rows["is_random_next"][r] = 1  # "swapped"
         batch = super().make_batch(rows, indices, epoch)

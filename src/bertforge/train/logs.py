@@ -1,4 +1,5 @@
-"""Training logs: a JSON-lines metrics file that resumes cleanly, loss curves, throughput, NaN guard."""
+"""Training logs: a JSON-lines metrics file that resumes cleanly (and, on request, the same figures as
+TensorBoard event files), loss curves, throughput, NaN guard."""
 
 from __future__ import annotations
 
@@ -46,9 +47,14 @@ class MetricsLog:
 
     ``resume_from_step=s`` first drops records with step > s (logged after the checkpoint we resume
     from), rewriting the file atomically, so the resumed log equals an uninterrupted run's.
+    ``report_to="tensorboard"`` also writes every record to :class:`TensorBoardLog` in ``tensorboard/``
+    beside the file, with ``settings`` (the run's settings) as text.
     """
 
-    def __init__(self, path: Path, resume_from_step: int | None = None):
+    def __init__(self, path: Path, resume_from_step: int | None = None, *, report_to: str = "none",
+                 settings: Mapping[str, Any] | None = None):
+        if report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {report_to!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_from_step is not None and self.path.exists():
@@ -67,23 +73,87 @@ class MetricsLog:
         self._file = open(self.path, "a")
         if not ends_cleanly:
             self._file.write("\n")
+        self._board = (TensorBoardLog(self.path.parent / "tensorboard", resume_from_step, settings)
+                       if report_to == "tensorboard" else None)
 
     def log(self, step: int, **metrics: Any) -> dict:
         """Append one record and flush it; tensors and numpy scalars are stored as numbers."""
         record = {"step": int(step), **metrics}
         self._file.write(json.dumps(record, default=_to_json) + "\n")
         self._file.flush()
+        if self._board is not None:
+            self._board.write(record)
         return record
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and the event files)."""
         self._file.close()
+        if self._board is not None:
+            self._board.close()
 
     def __enter__(self) -> MetricsLog:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+REPORT_TO = ("none", "tensorboard")  # train/settings.py offers them as --report-to
+TENSORBOARD_HINT = "pip install 'bertforge[tensorboard]' (or pip install tensorboard==2.21.0)"
+
+
+def _number(x: Any) -> float | None:
+    """A record's value as a scalar to plot, or None for what is not a number (text, lists, flags)."""
+    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:
+        x = x.item()
+    return float(x) if _is_number(x) else None
+
+
+class TensorBoardLog:
+    """MetricsLog's records as TensorBoard event files (``torch.utils.tensorboard``, the ``tensorboard`` extra).
+
+    Every number of a record is a scalar under its own name at the record's step, so TensorBoard shows what
+    ``metrics.jsonl`` holds. A record with a ``seed`` (fine-tuning, whose steps start again for each seed)
+    goes to a run of its own, ``seed-N/``. The run's settings are text (JSON), tagged ``settings``.
+    ``resume_from_step=s`` starts the files with TensorBoard's purge marker at step s + 1, so the events a cut
+    run wrote after its checkpoint are dropped from view, as ``MetricsLog`` drops those records.
+    """
+
+    def __init__(self, directory: Path, resume_from_step: int | None = None,
+                 settings: Mapping[str, Any] | None = None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch's writer needs the tensorboard package
+            raise ImportError(f"report_to='tensorboard' needs the tensorboard package: {TENSORBOARD_HINT}") from None
+        self._writer_class = SummaryWriter
+        self.directory = Path(directory)
+        self._purge_step = None if resume_from_step is None else max(resume_from_step, -1) + 1
+        self._settings = settings
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, run: str):
+        if run not in self._writers:
+            writer = self._writer_class(str(self.directory / run), purge_step=self._purge_step)
+            if self._settings is not None:
+                text = json.dumps(self._settings, indent=2, sort_keys=True, default=str)
+                # a Markdown code block: TensorBoard's text tab renders Markdown
+                writer.add_text("settings", "\n".join("    " + line for line in text.splitlines()),
+                                global_step=max((self._purge_step or 0) - 1, 0))
+            self._writers[run] = writer
+        return self._writers[run]
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """One record: its numbers as scalars at ``record["step"]``, flushed (as the JSON line is)."""
+        writer = self._writer(f"seed-{record['seed']}" if "seed" in record else "")
+        for key, value in record.items():
+            number = _number(value)
+            if key not in ("step", "seed") and number is not None:
+                writer.add_scalar(key, number, global_step=int(record["step"]))
+        writer.flush()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
 
 
 _SPLITS = tuple(f"{split}{sep}" for split in ("train", "eval", "val", "valid", "dev", "test")
