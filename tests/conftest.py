@@ -1,19 +1,11 @@
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from unavailable import unavailable as _unavailable
 
 torch.manual_seed(0)
-
-
-def _unavailable(what: str, error: BaseException) -> None:
-    """Real data or a reference library is missing: a failure in CI (CI=true), a skip elsewhere."""
-    message = f"{what}: {type(error).__name__}: {error}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def fetch_or_skip(name: str) -> Path:

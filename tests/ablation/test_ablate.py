@@ -44,9 +44,20 @@ def test_quick_chain_writes_the_table_and_resumes(inputs, tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     results = json.loads((tmp_path / "study" / "results.json").read_text())
     assert list(results["variants"]) == VARIANTS
+    # each cell is the dev accuracy of the model its fine-tuning run kept, evaluated here again from the files
+    from bertforge.ablation.plan import variants_of
+    from bertforge.ablation.run import finetune_dir
+    from bertforge.data.options import DataOptions
+    from bertforge.inference import Predictor
+
+    study = Study.quick(corpus=[str(corpus)], task=[f"sent=classify:{root}/train.jsonl,{root}/dev.jsonl"],
+                        out=str(tmp_path / "study"), variants=VARIANTS, steps=12, progress=False)
     for name in VARIANTS:
         cell = results["variants"][name]["tasks"]["sent"]
-        assert cell["metric"] == "accuracy" and cell["split"] == "dev" and 0 <= cell["mean"] <= 1
+        assert cell["metric"] == "accuracy" and cell["split"] == "dev" and list(cell["per_seed"]) == ["1"]
+        run_dir = finetune_dir(study, variants_of("tiny")[name], study.specs[0], 1, cell["lr"])
+        evaluated = Predictor.load(run_dir / "model").evaluate(root / "dev.jsonl", DataOptions(max_length=64))
+        assert cell["mean"] == pytest.approx(evaluated["accuracy"], abs=1e-9), name
     pretrained = {n: results["variants"][n]["pretrain"] for n in ("bert", "no-nsp", "elmo", "xlnet")}
     assert {p["objective"] for p in pretrained.values()} == {"mlm+nsp", "mlm", "bilm", "plm"}
     # the same compute: every pre-training run took the same steps of the same batch and length
@@ -102,6 +113,58 @@ def test_bad_input(inputs, tmp_path):
                str(tmp_path / "s")], tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown task family 'summarize'" in out.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_real_pre_training_cut_by_ctrl_c_then_resumed_counts_both_sessions(inputs, tmp_path, monkeypatch):
+    """The same as below with the real vocabulary, prepare and pretrain at a tiny size: Ctrl-C (a real SIGINT)
+    once the first checkpoint is written cuts the first session; the second resumes and finishes; the
+    timing is the sum of the two sessions' pre-training time, measured here around the real function."""
+    import os
+    import signal
+    import threading
+
+    import bertforge.train.pretrain
+    from bertforge.ablation import run as ablation_run
+    from bertforge.ablation.plan import variants_of
+
+    _, root = inputs
+    rng = np.random.default_rng(0)
+    words = "the a cat dog runs sees big small house tree river bird sings over under near far".split()
+    corpus = tmp_path / "corpus.txt"  # 60 short documents: a few held-out instances keep each evaluation cheap
+    corpus.write_text("\n\n".join("\n".join(" ".join(rng.choice(words, 8)) + " ." for _ in range(4))
+                                  for _ in range(60)) + "\n")
+    study = Study(corpus=[str(corpus)], task=[f"sent=classify:{root}/train.jsonl,{root}/dev.jsonl"],
+                  out=str(tmp_path / "study"), preset="tiny", steps=20, seq_len=32, batch_size=8, warmup_steps=5,
+                  vocab_size=60, progress=False)
+    variant = variants_of("tiny")["no-nsp"]
+    run_root = ablation_run.model_root(study, variant)
+    real, sessions = bertforge.train.pretrain.pretrain, []
+
+    def timed(args):  # the real pre-training, with a stopwatch around it
+        started = time.perf_counter()
+        try:
+            return real(args)
+        finally:
+            sessions.append(time.perf_counter() - started)
+
+    def ctrl_c_after_the_first_checkpoint():
+        while not any((run_root / "checkpoints").glob("step-*")):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(bertforge.train.pretrain, "pretrain", timed)
+    tokenizer = ablation_run._tokenizer(study, print)
+    interrupter = threading.Thread(target=ctrl_c_after_the_first_checkpoint, daemon=True)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        ablation_run._pretrain(study, variant, tokenizer, print)
+    interrupter.join(10)
+    assert not (run_root / "model").exists() and len(sessions) == 1
+    ablation_run._pretrain(study, variant, tokenizer, print)  # resumes from the checkpoint and finishes
+    config = json.loads((run_root / "model" / "config.json").read_text())
+    assert config["vocab_size"] == len((tokenizer / "vocab.txt").read_text().split()) and len(sessions) == 2
+    seconds = json.loads((run_root / "timing.json").read_text())["seconds"]
+    assert seconds == pytest.approx(sum(sessions), abs=0.05)
 
 
 def test_a_cut_pre_training_session_still_counts_its_wall_clock(inputs, tmp_path, monkeypatch):

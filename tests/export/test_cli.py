@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("onnxruntime")
+from unavailable import require
+
+require("onnxruntime")
 
 from bertforge.model import BertForSequenceClassification  # noqa: E402
 from tests.export.models import labelled, tiny_config  # noqa: E402

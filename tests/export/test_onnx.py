@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-ort = pytest.importorskip("onnxruntime")
+from unavailable import require
+
+ort = require("onnxruntime")
 
 from bertforge.export.layout import MANIFEST  # noqa: E402
 from bertforge.export.onnx import export_model, export_onnx, output_axes, quantize_int8, real_tokens

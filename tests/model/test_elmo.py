@@ -21,16 +21,9 @@ TINY = dict(char_embedding_dim=4, filters=[[1, 8], [2, 8], [3, 16]], max_charact
 
 
 @pytest.fixture(scope="session")
-def elmo_dir() -> Path:
+def elmo_dir(fetched) -> Path:
     """bilm-tf's test biLM and the activations bilm-tf computed with it (from the allennlp 0.9.0 wheel)."""
-    from bertforge.data.fetch import fetch
-
-    try:
-        return fetch("allennlp-fixtures", quiet=True) / "elmo"
-    except Exception as e:  # no network and no cache
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot fetch the bilm-tf fixtures: {e}")
-        pytest.skip(f"cannot fetch the bilm-tf fixtures: {e}")
+    return fetched("allennlp-fixtures") / "elmo"
 
 
 @pytest.fixture

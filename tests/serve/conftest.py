@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
-pytest.importorskip("prometheus_client")
+from unavailable import require
+
+require("fastapi")
+require("httpx")
+require("prometheus_client")
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ("the a an cat dog bird runs sees sings big small red green house tree river over under near far "

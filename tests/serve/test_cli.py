@@ -194,9 +194,12 @@ def test_kept_alive_connections_answer_without_the_nagle_delay():
 
 def test_the_model_loads_and_runs_in_the_one_model_thread(serve_models, monkeypatch):
     """Torch runs in one thread of the server (two OpenMP teams on the same cores slow every batch)."""
+    import httpx
+    import numpy as np
     import uvicorn
 
     from bertforge.cli import main
+    from bertforge.inference import encode
     from bertforge.serve import app as app_module
     from bertforge.serve.models import ServedModel
 
@@ -207,12 +210,36 @@ def test_the_model_loads_and_runs_in_the_one_model_thread(serve_models, monkeypa
     create_app = app_module.create_app
     monkeypatch.setattr(app_module, "create_app", lambda model, settings, executor=None:
                         given.append(executor) or create_app(model, settings, executor))
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
-    main(["serve", "--model", str(serve_models["encoder"]), "--port", "0"])
-    ran_in = given[0].submit(threading.current_thread).result()
-    given[0].shutdown()
-    assert loaded_in == [ran_in] and ran_in is not threading.main_thread()
+    run, answers, batches_in = uvicorn.Server.run, [], []
+
+    def serve_one_request(server, sockets=None):
+        """The real server, stopped once it has answered one /embed request (sent from another thread)."""
+        def client():
+            while not server.started:
+                time.sleep(0.01)
+            host, port = sockets[0].getsockname()[:2]
+            answers.append(httpx.post(f"http://{host}:{port}/embed", json={"inputs": "the cat"}, timeout=60))
+            server.should_exit = True
+
+        helper = threading.Thread(target=client, daemon=True)
+        helper.start()
+        run(server, sockets=sockets)
+        helper.join(60)
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve_one_request)
+    forward = ServedModel.run
+    monkeypatch.setattr(ServedModel, "run", lambda self, *a, **k: batches_in.append(threading.current_thread())
+                        or forward(self, *a, **k))
+    main(["serve", "--model", str(serve_models["encoder"]), "--port", "0", "--loop-nice", "0"])
+    (ran_in,) = set(batches_in)  # every forward pass ran in one thread: the one that loaded the model
+    assert len(given) == 1 and loaded_in == [ran_in] and ran_in is not threading.main_thread()
     assert ran_in.name.startswith("bertforge-model")
+    # the answer is the text's vector: the encoder's mean pooling, L2-normalised (computed here with the library)
+    (answer,) = answers
+    model = ServedModel.load(serve_models["encoder"])
+    expected = encode(model.encoder, model.tokenizer, ["the cat"], pooling="mean", normalize=True).numpy()
+    assert answer.status_code == 200
+    np.testing.assert_allclose(answer.json(), expected, atol=1e-5)
 
 
 def thread_nice_values(pid: int) -> dict[int, int]:

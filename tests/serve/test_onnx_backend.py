@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+from unavailable import require
+
+require("onnx")
+require("onnxruntime")
 
 
 def test_onnx_backend_serves_the_task_route(served, serve_models, make_client, tmp_path):

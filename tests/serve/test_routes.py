@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 
 def test_what_each_kind_of_model_serves(served):
@@ -134,15 +135,23 @@ def test_classify_agrees_with_predictor(served, make_client):
     assert cut["score"] == pytest.approx(answers[3]["score"], abs=1e-6)
 
 
-def test_regress(served, make_client):
+def test_regress(served, serve_models, make_client, hf):
+    texts = ["a good movie", "a bad film"]
     with make_client(served("regress")) as c:
-        answer = c.post("/classify", json={"inputs": ["a good movie", "a bad film"]}).json()
-    assert [set(a) for a in answer] == [{"score"}, {"score"}] and all(isinstance(a["score"], float) for a in answer)
+        answer = c.post("/classify", json={"inputs": texts}).json()
+    assert [set(a) for a in answer] == [{"score"}, {"score"}]
+    # the score is the regression head's output, as transformers computes it from the same weights
+    model = hf.BertForSequenceClassification.from_pretrained(serve_models["regress"]).eval()
+    tokenizer = hf.BertTokenizer.from_pretrained(serve_models["regress"])
+    with torch.no_grad():
+        expected = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits[:, 0].tolist()
+    assert [a["score"] for a in answer] == pytest.approx(expected, abs=1e-5)
 
 
 def test_tag_entities_point_into_the_input(served, make_client):
     from bertforge.data.examples import TaggedSentence
     from bertforge.data.options import DataOptions
+    from bertforge.tasks.tag import entity_spans
 
     model = served("tag")
     texts = ["alice   lives in\tparis .", "bob lives in london and carol lives in rome ."]
@@ -155,8 +164,12 @@ def test_tag_entities_point_into_the_input(served, make_client):
         assert [w["word"] for w in answer["words"]] == text.split()
         for w in answer["words"]:
             assert text[w["start"]:w["end"]] == w["word"]
-        for e in answer["entities"]:
-            assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
+        spans = entity_spans(tags)  # (label, first word, last word): each entity's score is its words' mean
+        assert [(e["entity"], e["start"], e["end"]) for e in answer["entities"]] == [
+            (kind, answer["words"][a]["start"], answer["words"][b]["end"]) for kind, a, b in spans]
+        for e, (_, a, b) in zip(answer["entities"], spans):
+            assert text[e["start"]:e["end"]] == e["text"]
+            assert e["score"] == pytest.approx(np.mean([w["score"] for w in answer["words"][a:b + 1]]), abs=1e-9)
         assert len(answer["entities"]) == sum(t.startswith("B-") or (t.startswith("I-") and (i == 0 or tags[i - 1][2:]
                                               != t[2:])) for i, t in enumerate(tags))
 

@@ -65,6 +65,20 @@ def args(model_dir, train, dev, out, **kw):
     return FinetuneArgs(**{**base, **kw})
 
 
+def reference(hf, model, texts: list[str]) -> list[dict]:
+    """What predict writes for ``texts``, computed with transformers from the saved model: the argmax label
+    and its softmax probability (approximately: float32 on both sides)."""
+    net = hf.BertForSequenceClassification.from_pretrained(model).eval()
+    tokenizer = hf.BertTokenizer.from_pretrained(model)
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            probs = net(**tokenizer(text, return_tensors="pt")).logits[0].softmax(-1)
+            out.append({"label": net.config.id2label[int(probs.argmax())], "score": pytest.approx(probs.max().item(),
+                                                                                                  abs=1e-5)})
+    return out
+
+
 def test_classification_learns_and_round_trips_through_evaluate_and_predict(model_dir, sentiment, tmp_path, hf):
     train, dev = sentiment
     summary = finetune(args(model_dir, train, dev, tmp_path / "run", seeds=[1, 2]))
@@ -85,7 +99,8 @@ def test_classification_learns_and_round_trips_through_evaluate_and_predict(mode
     inputs.write_text("the movie was very good\n" + json.dumps({"text": "the plot is awful"}) + "\n")
     assert Predictor.load(tmp_path / "run" / "model").predict_file(inputs, tmp_path / "out.jsonl", DataOptions()) == 2
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [x["label"] for x in lines] == ["pos", "neg"] and all(0.5 < x["score"] <= 1 for x in lines)
+    assert [x["label"] for x in lines] == ["pos", "neg"]
+    assert lines == reference(hf, tmp_path / "run" / "model", ["the movie was very good", "the plot is awful"])
 
 
 def test_the_report_reuses_the_best_epochs_dev_predictions(model_dir, sentiment, tmp_path, monkeypatch):
@@ -109,7 +124,7 @@ def test_the_report_reuses_the_best_epochs_dev_predictions(model_dir, sentiment,
     assert len(reported) == 1 and sum(reported[0]) / 60 == pytest.approx(best)
 
 
-def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys):
+def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys, hf):
     train, dev = sentiment
     cli(["finetune", "--task", "classify", "--model", str(model_dir), "--train", str(train), "--dev", str(dev),
          "--out", str(tmp_path / "run"), "--epochs", "1", "--lr", "2e-3", "--no-progress"])
@@ -128,7 +143,7 @@ def test_cli_finetune_evaluate_predict(model_dir, sentiment, tmp_path, capsys):
          "--output", str(tmp_path / "p.jsonl")])
     assert capsys.readouterr().out.strip() == f"wrote 3 predictions to {tmp_path / 'p.jsonl'}"
     predictions = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert len(predictions) == 3 and all(p["label"] in ("neg", "pos") and 0.5 <= p["score"] <= 1 for p in predictions)
+    assert predictions == reference(hf, tmp_path / "run" / "model", ["good", "bad", "fine"])
 
 
 @pytest.mark.slow

@@ -18,6 +18,9 @@ from bertforge.data.options import DataOptions
 from bertforge.tokenization import BertTokenizer
 
 
+# Where each family's task heads live (their class names follow transformers': BertFor..., XLNetFor...).
+HEAD_MODULES = {"bert": "bertforge.model", "xlnet": "bertforge.model.xlnet", "electra": "bertforge.model.electra"}
+
 class Task:
     """Defaults shared by the families; each family's module fills in what differs."""
 
@@ -33,15 +36,11 @@ class Task:
         return self.head_class("bert")
 
     def head_class(self, family: str) -> type:
-        """The head class for a model family ("bert", "xlnet"); ELMo and the feature-based / +BiLSTM
+        """The head class for a model family ("bert", "xlnet", "electra"); ELMo and the feature-based / +BiLSTM
         variants of every family use ``model.task_model.TaskModel`` instead."""
-        if family == "xlnet":
-            from bertforge.model import xlnet
+        import importlib
 
-            return getattr(xlnet, self.heads["xlnet"])
-        from bertforge import model
-
-        return getattr(model, self.heads["bert"])
+        return getattr(importlib.import_module(HEAD_MODULES[family]), self.heads[family])
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -66,13 +65,15 @@ class Task:
                 except json.JSONDecodeError as e:
                     raise DataFormatError(f"malformed JSON: {e.msg} (column {e.colno})", path=path,
                                           line=lineno) from None
-            examples.append(self.input_example(record, line, f"line-{lineno}", path, lineno))
+            examples.append(self.input_example(record, line, f"line-{lineno}", path, lineno, opts))
         if not examples:
             raise DataFormatError("no input lines", path=path)
         return examples
 
-    def input_example(self, record: dict | None, line: str, key: str, path: str | Path, lineno: int):
-        """One prediction input from a JSON ``record`` (or, when None, the plain text ``line``)."""
+    def input_example(self, record: dict | None, line: str, key: str, path: str | Path, lineno: int,
+                      opts: DataOptions):
+        """One prediction input from a JSON ``record`` (or, when None, the plain text ``line``); ``opts``
+        names the fields where the task has field flags (--text-field)."""
         raise NotImplementedError
 
     @staticmethod

@@ -47,7 +47,8 @@ def encode_choices(tokenizer: BertTokenizer, examples: Sequence[ChoiceExample], 
 
 class ChoiceTask(Task):
     name, selection_metric, has_labels = "choice", "accuracy", False
-    heads = {"bert": "BertForMultipleChoice", "xlnet": "XLNetForMultipleChoice"}
+    heads = {"bert": "BertForMultipleChoice", "xlnet": "XLNetForMultipleChoice",
+             "electra": "ElectraForMultipleChoice"}
     input_fields = ("context", "endings")
 
     def read(self, path, opts):
@@ -56,7 +57,7 @@ class ChoiceTask(Task):
                                   hint="use swag")
         return readers.read_swag(path, opts.encoding)
 
-    def input_example(self, record, line, key, path, lineno):
+    def input_example(self, record, line, key, path, lineno, opts):
         endings = self.field(record, "endings", path, lineno, list)
         if not endings or not all(isinstance(e, str) for e in endings):
             raise DataFormatError("field 'endings' should be a non-empty list of strings", path=path,

@@ -88,20 +88,21 @@ def encode_text(tokenizer: BertTokenizer, examples: Sequence[TextExample], label
 
 class ClassifyTask(Task):
     name, selection_metric = "classify", "accuracy"
-    heads = {"bert": "BertForSequenceClassification", "xlnet": "XLNetForSequenceClassification"}
+    heads = {"bert": "BertForSequenceClassification", "xlnet": "XLNetForSequenceClassification",
+             "electra": "ElectraForSequenceClassification"}
     input_fields = ("text", "text_pair")
 
     def read(self, path, opts):
         return read_text_examples(path, opts, regression=False)
 
-    def input_example(self, record, line, key, path, lineno):
+    def input_example(self, record, line, key, path, lineno, opts):
         if record is None:
             return TextExample(line, None, None, key)
-        pair = record.get("text_pair")
+        pair = record.get(opts.text_pair_field) if opts.text_pair_field else None
         if pair is not None and not isinstance(pair, str):
-            raise DataFormatError(f"field 'text_pair' should be str, got {type(pair).__name__}", path=path,
-                                  line=lineno, field="text_pair")
-        return TextExample(self.field(record, "text", path, lineno), pair, None, key)
+            raise DataFormatError(f"field {opts.text_pair_field!r} should be str, got {type(pair).__name__}",
+                                  path=path, line=lineno, field=opts.text_pair_field)
+        return TextExample(self.field(record, opts.text_field, path, lineno), pair, None, key)
 
     def encode(self, tokenizer, examples, label2id, opts):
         return encode_text(tokenizer, examples, label2id, opts.max_length).features

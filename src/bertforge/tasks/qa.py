@@ -171,7 +171,8 @@ def decode_qa(examples: Sequence[QAExample], windows: Sequence[QAWindow], start_
 
 class QATask(Task):
     name, selection_metric, has_labels = "qa", "f1", False
-    heads = {"bert": "BertForQuestionAnswering", "xlnet": "XLNetForQuestionAnsweringSimple"}
+    heads = {"bert": "BertForQuestionAnswering", "xlnet": "XLNetForQuestionAnsweringSimple",
+             "electra": "ElectraForQuestionAnswering"}
     input_fields = ("question", "context")
 
     def read(self, path, opts):
@@ -179,7 +180,7 @@ class QATask(Task):
             raise DataFormatError(f"format {opts.format!r} is not a QA format", path=path, hint="use squad")
         return read_squad(path, opts.encoding)[0]
 
-    def input_example(self, record, line, key, path, lineno):
+    def input_example(self, record, line, key, path, lineno, opts):
         return QAExample(key, self.field(record, "question", path, lineno),
                          self.field(record, "context", path, lineno), [], False)
 

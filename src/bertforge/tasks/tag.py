@@ -215,7 +215,8 @@ def read_tagged_jsonl(path: str | Path, encoding: str = "utf-8") -> list[TaggedS
 
 class TagTask(Task):
     name, selection_metric = "tag", "f1"
-    heads = {"bert": "BertForTokenClassification", "xlnet": "XLNetForTokenClassification"}
+    heads = {"bert": "BertForTokenClassification", "xlnet": "XLNetForTokenClassification",
+             "electra": "ElectraForTokenClassification"}
     input_fields = ("words",)
 
     def read(self, path, opts):
@@ -233,7 +234,7 @@ class TagTask(Task):
         raise DataFormatError(f"format {fmt!r} is not a tagging format", path=path,
                               hint="use conll, peoples-daily or jsonl")
 
-    def input_example(self, record, line, key, path, lineno):
+    def input_example(self, record, line, key, path, lineno, opts):
         if record is not None:
             words = self.field(record, "words", path, lineno, list)
             return TaggedSentence([str(w) for w in words], None, key)
