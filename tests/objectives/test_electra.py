@@ -2,6 +2,7 @@
 sampling from the generator's softmax, the FLOPs count against a hand computation, a short run that learns, the
 command line end to end (transformers loads both models), and bad input."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -301,6 +302,27 @@ def test_the_command_line_writes_both_models_that_transformers_loads(corpus, tmp
         theirs_logits = disc(**ids).logits
         ours_logits = ours.discriminator(ids["input_ids"], ids["token_type_ids"], ids["attention_mask"]).logits
     assert (theirs_logits - ours_logits).abs().max() < 1e-5
+    # The discriminator fine-tunes through the task's ELECTRA head, and predict answers what transformers computes.
+    rows = [{"text": t, "label": str(i % 2)} for i, t in enumerate(["the cat sees a dog .", "a big dog runs .",
+                                                                    "the bird sings .", "a small house ."] * 4)]
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tuned = subprocess.run([sys.executable, "-m", "bertforge", "finetune", "--task", "classify", "--model",
+                            str(out / "model"), "--train", str(tmp_path / "train.jsonl"), "--dev",
+                            str(tmp_path / "dev.jsonl"), "--out", str(tmp_path / "ft"), "--epochs", "1",
+                            "--batch-size", "4", "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    (tmp_path / "in.jsonl").write_text('{"text": "the cat sees a big dog ."}\n')
+    predicted = subprocess.run([sys.executable, "-m", "bertforge", "predict", "--model", str(tmp_path / "ft" / "model"),
+                                "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "p.jsonl")], env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    clf = hf.ElectraForSequenceClassification.from_pretrained(tmp_path / "ft" / "model").eval()
+    with torch.no_grad():
+        probs = clf(**ids).logits.softmax(-1)[0]
+    answer = json.loads((tmp_path / "p.jsonl").read_text())
+    assert answer["label"] == clf.config.id2label[int(probs.argmax())]
+    assert abs(answer["score"] - float(probs.max())) < 1e-5
     # A run directory of another family cannot continue as ELECTRA; the error lists what works.
     from bertforge.model.xlnet import XLNetConfig, XLNetLMHeadModel
 

@@ -181,6 +181,7 @@ def test_bad_input_and_resume_mismatch(corpus, tmp_path):
     with pytest.raises(ValueError, match="--init-from: the tokenizer has .* tokens but the checkpoint has vocab_size 80"):
         pretrain(PretrainArgs(**{**base, "tokenizer": str(other_vocab)}, init_from=str(tmp_path / "run" / "model"),
                               out=str(tmp_path / "c")))
+    assert not (tmp_path / "c").exists()  # found after the data was prepared: the half-made run is removed
 
 
 def test_failed_checkpoint_write_leaves_the_previous_one_usable(corpus, tmp_path, monkeypatch):
@@ -206,3 +207,44 @@ def test_failed_checkpoint_write_leaves_the_previous_one_usable(corpus, tmp_path
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000002"]
     result = pretrain(PretrainArgs(**base))
     assert result["status"] == "done" and result["step"] == 6
+
+
+def test_init_from_across_objectives_sets_is_decoder_and_says_so(corpus, tmp_path, capsys):
+    """A left-to-right model continued as a masked LM must attend both ways: is_decoder becomes false (and the
+    reverse for ltr), in one printed line, and the saved model says so."""
+    base = dict(corpus=[str(corpus[0])], tokenizer=str(corpus[1]), preset="tiny", seq_len=32, batch_size=4,
+                max_steps=2, save_every=2, eval_every=100, workers=1, progress=False)
+    pretrain(PretrainArgs(**base, objective="ltr", out=str(tmp_path / "ltr")))
+    assert json.loads((tmp_path / "ltr" / "model" / "config.json").read_text())["is_decoder"] is True
+    capsys.readouterr()
+    ltr, mlm = tmp_path / "ltr" / "model", tmp_path / "mlm" / "model"
+    pretrain(PretrainArgs(**base, objective="mlm", init_from=str(ltr), out=str(tmp_path / "mlm")))
+    said = [line for line in capsys.readouterr().out.splitlines() if "is_decoder" in line]
+    assert said == [f"--init-from {ltr}: for --objective mlm, is_decoder true -> false"]
+    assert json.loads((mlm / "config.json").read_text())["is_decoder"] is False
+    pretrain(PretrainArgs(**base, objective="ltr", init_from=str(mlm), out=str(tmp_path / "back")))
+    assert "is_decoder false -> true" in capsys.readouterr().out
+    assert json.loads((tmp_path / "back" / "model" / "config.json").read_text())["is_decoder"] is True
+
+
+def test_counting_flops_leaves_the_run_unchanged_and_a_flop_budget_sets_the_steps(corpus, tmp_path, monkeypatch):
+    """A step's FLOPs are counted before training (forward and backward on the first batches): the weights
+    must come out as if nothing were counted; --max-flops turns a budget into whole steps."""
+    from bertforge.train import pretrain as recipe
+
+    base = dict(corpus=[str(corpus[0])], tokenizer=str(corpus[1]), preset="tiny", seq_len=32, batch_size=4,
+                max_steps=6, save_every=6, eval_every=3, log_every=1, warmup_steps=2, lr=1e-3, workers=1,
+                eval_instances=16, progress=False, objective="mlm")
+    counted = pretrain(PretrainArgs(**base, out=str(tmp_path / "counted")))
+    with monkeypatch.context() as m:
+        m.setattr(recipe, "step_flops", lambda *a, **k: 1)
+        pretrain(PretrainArgs(**base, out=str(tmp_path / "skipped")))
+    weights = [load_file(tmp_path / run / "model" / "model.safetensors") for run in ("counted", "skipped")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+    per_step = counted["flops_per_step"]
+    assert per_step > 6 * 2 * 128 * 128 * 4 * 32  # at least the encoder's two layers' linear maps, 3x forward
+    logged = [r for r in read_metrics(tmp_path / "counted" / "metrics.jsonl") if "flops" in r]
+    assert [r["flops"] for r in logged] == [r["step"] * per_step for r in logged]
+    budget = pretrain(PretrainArgs(**{**base, "max_steps": 1000}, max_flops=3.5 * per_step, out=str(tmp_path / "b")))
+    assert budget["step"] == 4 and budget["flops"] == 4 * per_step

@@ -15,6 +15,7 @@ from pathlib import Path
 from bertforge.config import PRESETS
 from bertforge.errors import UsageError, require_file
 from bertforge.options import check, option
+from bertforge.train.settings import REPORT_TO, check_report_to
 
 FAMILIES = ("classify", "regress", "choice", "tag", "qa")
 
@@ -49,6 +50,7 @@ MAIN = (
     Variant("ltr+bilstm", "LTR & No NSP + BiLSTM", finetune={"head_bilstm": True}, model="ltr"),
     Variant("elmo", "ELMo (frozen, scalar mix, BiLSTM)", objective="bilm", frozen=True),
     Variant("xlnet", "XLNet (permutation LM)", objective="plm"),
+    Variant("electra", "ELECTRA (replaced-token detection, 1/4-width generator)", objective="electra"),
     Variant("random", "Random initialisation (no pre-training)", kind="random"),
     Variant("random+bilstm", "Random initialisation + BiLSTM (the +BiLSTM rows' control)",
             finetune={"head_bilstm": True}, model="random"),
@@ -156,9 +158,12 @@ class Study:
     max_train_examples: int | None = option(None, "use only the first N training examples of each task", min=1)
     seed: int = option(12345, "seed of the vocabulary, data order, masks and initialisation", min=0)
     progress: bool = option(True, "progress bars", negate="--no-progress")
+    report_to: str = option("none", "tensorboard: every pre-training and fine-tuning run also writes TensorBoard "
+                            "event files in its tensorboard/ (the tensorboard extra)", choices=REPORT_TO)
 
     def __post_init__(self) -> None:
         check(self)
+        check_report_to(self.report_to)
         for flag, value in (("--corpus", self.corpus), ("--task", self.task), ("--out", self.out)):
             if not value:
                 raise UsageError("a value is required", flag=flag)

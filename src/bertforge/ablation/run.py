@@ -65,7 +65,8 @@ def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
                     batch_size=study.batch_size, max_steps=study.steps, lr=study.lr,
                     warmup_steps=min(study.warmup_steps, study.steps), seed=study.seed,
                     save_every=max(1, study.steps // 10), eval_every=max(1, study.steps // 10),
-                    log_every=max(1, min(20, study.steps // 10)), progress=study.progress, workers=2)
+                    log_every=max(1, min(20, study.steps // 10)), progress=study.progress, workers=2,
+                    report_to=study.report_to)
     settings.update(variant.pretrain)
     return PretrainArgs(**settings)
 
@@ -189,7 +190,7 @@ def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: flo
                         lr=lr,
                         batch_size=study.finetune_batch_size, seeds=[seed],
                         max_train_examples=study.max_train_examples, progress=study.progress,
-                        data=DataOptions(max_length=study.max_length), **overrides)
+                        report_to=study.report_to, data=DataOptions(max_length=study.max_length), **overrides)
     started = time.perf_counter()
     finetune(args)
     atomic_write_text(out / "timing.json", json.dumps({"seconds": time.perf_counter() - started}))

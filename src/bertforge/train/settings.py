@@ -4,6 +4,7 @@ are instant; every value is checked, naming its flag, before any data is read.""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 from bertforge.config import PRESETS
@@ -12,14 +13,20 @@ from bertforge.options import check, option
 from bertforge.data.options import DataOptions
 
 # The registry is bertforge.objectives.OBJECTIVES (it imports torch); the model family each one trains.
-OBJECTIVE_FAMILY = {"mlm+nsp": "bert", "mlm": "bert", "mlm+sop": "bert", "ltr": "bert", "plm": "xlnet", "bilm": "elmo"}
+OBJECTIVE_FAMILY = {"mlm+nsp": "bert", "mlm": "bert", "mlm+sop": "bert", "ltr": "bert", "plm": "xlnet", "bilm": "elmo",
+                    "electra": "electra"}
 OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILY)
-ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm"}
+ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra"}
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
 FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.task_model.FEATURES
 OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
 SCHEDULES = ("linear", "cosine", "constant")  # bertforge.train.schedule
 AMP = ("auto", "bf16", "fp16", "off")
+REPORT_TO = ("none", "tensorboard")  # bertforge.train.logs.REPORT_TO
+# Upper bounds that catch a typo or an exponent slip (--lr 1e30, --max-steps 1e20) before any work: AdamW and
+# LAMB move each weight by about lr a step, so lr > 1 only diverges; 1e9 steps is years of training.
+MAX_LR = 1.0
+MAX_STEPS = 1_000_000_000
 
 
 @dataclass
@@ -28,7 +35,7 @@ class RunSettings:
 
     batch_size: int = option(32, "sequences per process and micro-batch", min=1, group="optimisation")
     grad_accum: int = option(1, "micro-batches per optimizer step", min=1, group="optimisation")
-    lr: float = option(1e-4, "peak learning rate", above=0, group="optimisation")
+    lr: float = option(1e-4, "peak learning rate", above=0, max=MAX_LR, group="optimisation")
     weight_decay: float = option(0.01, "AdamW/LAMB weight decay (not on biases and LayerNorm)", min=0,
                                  group="optimisation")
     clip_norm: float = option(1.0, "clip the gradient norm to this", above=0, group="optimisation")
@@ -36,11 +43,24 @@ class RunSettings:
                       group="optimisation")
     max_non_finite: int = option(10, "stop after this many non-finite losses in a row", min=0,
                                  group="optimisation", cli=False)
+    explode_factor: float = option(10.0, "stop when the logged loss is above this multiple of the first logged "
+                                   "loss ...", above=1, group="optimisation", cli=False)
+    explode_logs: int = option(3, "... in this many log records in a row", min=1, group="optimisation", cli=False)
     compile: bool = option(False, "torch.compile the training step's forward and backward (the first steps "
                            "take longer while it compiles; on CPU it is not faster, and compiled steps run padded)",
                            group="optimisation")
-    log_every: int = option(10, "steps between log records", min=1, group="logging and checkpoints")
+    log_every: int = option(10, "steps between log records", min=1, max=MAX_STEPS, group="logging and checkpoints")
     progress: bool = option(True, "progress bar", negate="--no-progress", group="logging and checkpoints")
+    report_to: str = option("none", "tensorboard: also write the logged figures and the run's settings as "
+                            "TensorBoard event files in OUT/tensorboard/ (the tensorboard extra)", choices=REPORT_TO,
+                            group="logging and checkpoints")
+
+
+def check_report_to(report_to: str, flag: str = "--report-to") -> None:
+    """A reporter whose package is missing is a flag error, found before any work."""
+    if report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("tensorboard needs the tensorboard package, which is not installed", flag=flag,
+                         hint="pip install 'bertforge[tensorboard]' (or pip install tensorboard==2.21.0)")
 
 
 @dataclass
@@ -62,13 +82,18 @@ class PretrainArgs(RunSettings):
                                    "(BERT; the default); mlm: masked LM alone on packed text (No NSP); mlm+sop: masked LM with "
                                    "ALBERT's sentence-order prediction on consecutive pairs; ltr: "
                                    "left-to-right LM with a causal mask (GPT); plm: permutation LM (XLNet); bilm: "
-                                   "forward and backward LSTM LMs (ELMo)", choices=OBJECTIVE_NAMES, group="objective")
+                                   "forward and backward LSTM LMs (ELMo); electra: replaced-token detection "
+                                   "against a small masked-LM generator (ELECTRA)", choices=OBJECTIVE_NAMES,
+                                   group="objective")
     arch: str | None = option(None, "model family, where the objective does not imply it: bert (default), "
-                              "xlnet (plm), elmo (bilm)", choices=tuple(ARCH_DEFAULT_OBJECTIVE), group="objective")
+                              "xlnet (plm), elmo (bilm), electra (electra)", choices=tuple(ARCH_DEFAULT_OBJECTIVE),
+                              group="objective")
     nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
                        negate="--no-nsp", group="objective")
     plm_k: int = option(6, "--objective plm: predict the last 1/K of each factorisation order", min=1, max=100,
                         group="objective")
+    generator_size: float = option(0.25, "--objective electra: the generator's width as a share of the "
+                                   "discriminator's (the paper: 1/4 to 1/3)", above=0, max=1, group="objective")
     whole_word_mask: bool = option(False, "mask all pieces of a word together", group="objective")
     static_masks: bool = option(False, "one mask per instance (with --dupe-factor copies), as Google's "
                                 "original; default: new masks every epoch", group="objective")
@@ -86,14 +111,19 @@ class PretrainArgs(RunSettings):
     eval_fraction: float = option(0.05, "share of documents held out for evaluation", min=0, below=1,
                                   group="data")
     workers: int = option(2, "data preparation processes", min=1, max=256, group="data")
-    max_steps: int = option(1000, "optimizer steps", min=1, group="optimisation")
-    warmup_steps: int = option(100, "linear warm-up steps", min=0, group="optimisation")
+    max_steps: int = option(1000, "optimizer steps", min=1, max=MAX_STEPS, group="optimisation")
+    max_flops: float | None = option(None, "train for this many FLOPs instead of --max-steps: a step's forward and "
+                                     "backward FLOPs are counted from the model and the objective on the first "
+                                     "steps' batches (train/flops.py), so objectives compare at equal compute",
+                                     above=0, max=1e30, group="optimisation")
+    warmup_steps: int = option(100, "linear warm-up steps", min=0, max=MAX_STEPS, group="optimisation")
     schedule: str = option("linear", "learning-rate decay after warm-up", choices=SCHEDULES, group="optimisation")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS, group="optimisation")
     seed: int = option(12345, "seed of data order, masks and initialisation", min=0, group="optimisation")
-    save_every: int = option(200, "steps between checkpoints", min=1, group="logging and checkpoints")
+    save_every: int = option(200, "steps between checkpoints", min=1, max=MAX_STEPS, group="logging and checkpoints")
     keep_last: int = option(2, "checkpoints kept", min=1, group="logging and checkpoints")
-    eval_every: int = option(100, "steps between held-out evaluations", min=1, group="logging and checkpoints")
+    eval_every: int = option(100, "steps between held-out evaluations", min=1, max=MAX_STEPS,
+                             group="logging and checkpoints")
     eval_instances: int = option(512, "held-out instances evaluated", min=1, group="logging and checkpoints")
     extra: dict = field(default_factory=dict)
 
@@ -104,13 +134,14 @@ class PretrainArgs(RunSettings):
         return mask, random, keep
 
     # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
-    RESUME_FIXED = ("preset", "config", "objective", "plm_k", "seq_len", "batch_size", "grad_accum", "lr",
-                    "warmup_steps", "schedule", "optimizer", "weight_decay", "seed", "whole_word_mask", "static_masks",
-                    "mask_spans", "mask_mix", "dupe_factor", "masked_lm_prob", "max_predictions_per_seq",
-                    "short_seq_prob")
+    RESUME_FIXED = ("preset", "config", "objective", "plm_k", "generator_size", "seq_len", "batch_size",
+                    "grad_accum", "lr", "warmup_steps", "schedule", "optimizer", "weight_decay", "seed",
+                    "whole_word_mask", "static_masks", "mask_spans", "mask_mix", "dupe_factor", "masked_lm_prob",
+                    "max_predictions_per_seq", "short_seq_prob")
 
     def __post_init__(self) -> None:
         check(self)
+        check_report_to(self.report_to)
         if not self.nsp:  # --no-nsp is --objective mlm
             if self.objective not in (None, "mlm"):
                 raise UsageError(f"contradicts --objective {self.objective}", flag="--no-nsp")
@@ -150,7 +181,7 @@ class FinetuneArgs(RunSettings):
     test: str | None = option(None, "test file: scored once with the best model")
     data: DataOptions = field(default_factory=DataOptions)
     epochs: int = option(3, "passes over the training data", min=1, max=1000)
-    lr: float = option(3e-5, "peak learning rate", above=0, group="optimisation")
+    lr: float = option(3e-5, "peak learning rate", above=0, max=MAX_LR, group="optimisation")
     eval_batch_size: int = option(128, "sequences per evaluation batch", min=1, group="optimisation")
     warmup: float = option(0.1, "share of steps for the linear warm-up", min=0, max=1, group="optimisation")
     dropout: float | None = option(None, "override dropout (default: the checkpoint's, 0.1)", min=0, below=1)
@@ -166,14 +197,14 @@ class FinetuneArgs(RunSettings):
     ignore_mismatched_sizes: bool = option(False, "re-initialise a checkpoint head whose number of labels differs")
     group_by_length: bool = option(False, "batches of similar lengths (sorted within chunks of 50 batches) instead "
                                    "of random ones: rarely faster, since the encoder skips padding anyway, and "
-                                   "length-sorted batches are label-skewed when length carries label information "
-                                   "(SNLI's neutral hypotheses are longer: 4,000 SNLI pairs, 1 epoch, MiniLM, mean "
-                                   "dev accuracy of 3 seeds 0.527 with it vs 0.540 with random batches; sorting "
-                                   "within chunks of only 4 batches did no better, 0.524)", group="optimisation")
-    log_every: int = option(20, "steps between log records", min=1, group="logging and checkpoints")
+                                   "length-sorted batches are label-skewed, which costs accuracy when length "
+                                   "carries label information (SNLI's neutral hypotheses are longer)",
+                                   group="optimisation")
+    log_every: int = option(20, "steps between log records", min=1, max=MAX_STEPS, group="logging and checkpoints")
 
     def __post_init__(self) -> None:
         check(self)
+        check_report_to(self.report_to)
         for flag, value in (("--model", self.model), ("--train", self.train), ("--dev", self.dev),
                             ("--out", self.out)):
             if not value:
