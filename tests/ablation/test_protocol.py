@@ -65,3 +65,26 @@ def test_random_plus_bilstm_is_the_control_of_the_bilstm_rows(study):
 def test_a_grid_with_a_non_positive_rate_is_refused(study, flag, grid):
     with pytest.raises(UsageError, match=f"--{flag.replace('_', '-')}: must be > 0"):
         Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, flag: grid})
+
+
+def test_a_flop_budget_gives_every_row_the_bert_rows_flops_and_says_what_is_not_counted(study):
+    from bertforge.ablation.plan import Study
+    from bertforge.ablation.report import _flops
+    from bertforge.ablation.run import model_root, pretrain_args
+
+    flops = Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "budget": "flops",
+                     "variants": ["main"]})
+    known = variants_of(flops.preset)
+    bert = model_root(flops, known["bert"])
+    bert.mkdir(parents=True)
+    (bert / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "flops": s * 1.5e9}) + "\n"
+                                                for s in (10, 20)))
+    tokenizer = study.root / "tok"
+    assert pretrain_args(flops, known["ltr"], tokenizer).max_flops == 3e10  # the BERT row's last count
+    assert pretrain_args(flops, known["bert"], tokenizer).max_flops is None  # it sets the budget by its steps
+    assert pretrain_args(study, known["ltr"], tokenizer).max_flops is None  # --budget steps
+    assert _flops({"kind": "word2vec", "pretrain": {}}) == "not counted (gensim's word2vec)"
+    assert _flops({"kind": "random", "pretrain": {}}) == "0 (no pre-training)"
+    assert _flops({"kind": "pretrain", "pretrain": {"flops": 3e10}}) == "3e+10"
+    with pytest.raises(UsageError, match="--budget"):
+        Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "budget": "tokens"})

@@ -116,6 +116,7 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
         "--to", "--out", "--config", "--vocab", "--task", "--cased", "--uncased")},
     "pretrain --generator-size": "tests/objectives/test_electra.py",
     "pretrain --max-flops": "tests/train/test_pretrain.py",
+    "ablate --budget": "tests/ablation/test_protocol.py",
     **{f"{c} --report-to": "tests/train/test_tensorboard.py" for c in ("pretrain", "finetune", "ablate", "glue")},
     "data prepare --segment-words": "tests/data/test_chinese_wwm.py",
     # the GLUE recipes' own tests (a folder: any file in it may run the flag)

@@ -140,7 +140,10 @@ class Study:
                                  "or names such as bert ltr elmo", metavar="NAME")
     seeds: list[int] = option([1, 2, 3], "fine-tuning seeds per cell", min=0)
     preset: str = option("mini", "model size of every variant (Google's BERT sizes)", choices=SIZES_ALL)
-    steps: int = option(2000, "pre-training steps of every variant", min=1)
+    steps: int = option(2000, "pre-training steps of every variant (with --budget flops: of the BERT row)", min=1)
+    budget: str = option("steps", "steps: every pre-training runs --steps steps; flops: every row trains for the "
+                         "FLOPs the BERT row spends in --steps steps (counted from the model and the objective), as "
+                         "the ELECTRA paper compares at equal compute", choices=("steps", "flops"))
     seq_len: int = option(128, "pre-training sequence length", min=16)
     batch_size: int = option(32, "pre-training sequences per step", min=1)
     lr: float = option(5e-4, "pre-training peak learning rate", above=0)

@@ -62,7 +62,7 @@ def collect(study: Study) -> dict:
     known = variants_of(study.preset)
     out: dict = {"settings": _settings(study), "variants": {}}
     for v in study.chosen:
-        entry: dict = {"label": v.label, "group": v.group, "pretrain": _pretraining(model_root(study, known[v.model_source])),
+        entry: dict = {"label": v.label, "group": v.group, "kind": known[v.model_source].kind, "pretrain": _pretraining(model_root(study, known[v.model_source])),
                        "tasks": {}}
         for task in study.specs:
             if task.family in v.task_families:
@@ -134,6 +134,8 @@ def _pretraining(root: Path) -> dict:
     train = [r for r in records if "tokens_seen" in r]
     evals = [r for r in records if any(k.startswith("eval_") for k in r)]
     if train:
+        if "flops" in train[-1]:
+            info["flops"] = train[-1]["flops"]
         info.update(tokens_seen=train[-1]["tokens_seen"], steps=train[-1]["step"],
                     tokens_per_s=statistics.median(r["tokens_per_s"] for r in train if r.get("tokens_per_s")))
     if evals:
@@ -204,7 +206,7 @@ def write_report(study: Study, results: dict) -> None:
 def markdown(study: Study, results: dict) -> str:
     tasks = [t.name for t in study.specs]
     head = ["variant", *[f"{t} ({METRIC[s.family]}, {'test' if s.test else 'dev'})" for t, s in zip(tasks, study.specs)],
-            "held-out LM", "tokens seen", "tokens/s", "pre-train min", "paper (dev)"]
+            "held-out LM", "tokens seen", "pre-train FLOPs", "tokens/s", "pre-train min", "paper (dev)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, v in results["variants"].items():
         cells = [v["label"]]
@@ -219,7 +221,7 @@ def markdown(study: Study, results: dict) -> str:
             lm += f" = {p['eval_perplexity_vs_unigram']:.2f} × unigram {p['eval_unigram_perplexity']:.1f}"
         if "eval_bigram_perplexity" in p:
             lm += f" (bigram {p['eval_bigram_perplexity']:.1f})"
-        cells += [lm, f"{p['tokens_seen']:,}" if "tokens_seen" in p else "", f"{p['tokens_per_s']:,.0f}"
+        cells += [lm, f"{p['tokens_seen']:,}" if "tokens_seen" in p else "", _flops(v), f"{p['tokens_per_s']:,.0f}"
                   if "tokens_per_s" in p else "", f"{p['minutes']:.1f}" if "minutes" in p else "", PAPER.get(name, "")]
         lines.append("| " + " | ".join(cells) + " |")
     s = results["settings"]
@@ -243,6 +245,16 @@ def markdown(study: Study, results: dict) -> str:
             detail = "perplexities " + ", ".join(f"{x:.1f}" for x in c["perplexities"])
         text.append(f"- {c['claim']} — {c['task']}: **{c['verdict']}** ({detail})")
     return "\n".join(text) + "\n"
+
+
+def _flops(v: dict) -> str:
+    """A row's pre-training FLOPs; what no counter sees is said, not left blank (word2vec trains in gensim)."""
+    kind = v.get("kind")
+    if kind == "random":
+        return "0 (no pre-training)"
+    if kind == "word2vec":
+        return "not counted (gensim's word2vec)"
+    return f"{v['pretrain']['flops']:.3g}" if "flops" in v["pretrain"] else ""
 
 
 def _cell(r: dict, seeds: int) -> str:

@@ -14,6 +14,7 @@ import torch
 
 from bertforge.ablation.plan import Study, TaskSpec, Variant, variants_of
 from bertforge.config import PRESETS
+from bertforge.errors import BertforgeError
 from bertforge.io.atomic import atomic_dir, atomic_write_text
 
 LAYOUT = """OUT/tokenizer                    the vocabulary every variant shares
@@ -31,6 +32,8 @@ def run_study(study: Study, log=print) -> dict:
     tokenizer = _tokenizer(study, log)
     known = variants_of(study.preset)
     sources = [known[name] for name in dict.fromkeys(v.model_source for v in study.chosen)]
+    if study.budget == "flops":  # the BERT row sets every row's budget, so it trains first
+        sources = [known["bert"]] + [v for v in sources if v.name != "bert"]
     for variant in sources:
         _pretrain(study, variant, tokenizer, log)
     for variant in study.chosen:
@@ -67,8 +70,21 @@ def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
                     save_every=max(1, study.steps // 10), eval_every=max(1, study.steps // 10),
                     log_every=max(1, min(20, study.steps // 10)), progress=study.progress, workers=2,
                     report_to=study.report_to)
+    if study.budget == "flops" and variant.name != "bert":
+        settings["max_flops"] = bert_flops(study)
     settings.update(variant.pretrain)
     return PretrainArgs(**settings)
+
+
+def bert_flops(study: Study) -> float:
+    """The training FLOPs of the study's BERT row (pre-trained first under --budget flops)."""
+    from bertforge.train.logs import read_metrics
+
+    metrics = model_root(study, variants_of(study.preset)["bert"]) / "metrics.jsonl"
+    counted = [r["flops"] for r in read_metrics(metrics) if "flops" in r] if metrics.is_file() else []
+    if not counted:
+        raise BertforgeError(f"{metrics}: the BERT row has no counted FLOPs to set the others' budget")
+    return float(counted[-1])
 
 
 def model_root(study: Study, variant: Variant) -> Path:
