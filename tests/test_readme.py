@@ -5,6 +5,7 @@ or a value it refuses, fails here, and every relative link (and its #anchor) lea
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import re
@@ -229,9 +230,19 @@ def test_documented_command_line_parses(where, argv):
     except SystemExit as e:
         assert e.code == 0, f"{where}\n{err.getvalue()}"  # --help exits 0
         return
-    given = [a.lstrip("-").replace("-", "_") for a in argv if a.startswith("--")]
-    unknown = [name for name in given if not hasattr(args, name) and not name.startswith("no_")]
+    unknown = [a for a in argv if a.startswith("--") and a.split("=")[0] not in option_strings(build_parser())]
     assert not unknown, f"{where}: {unknown} are abbreviations of flags, not flags"  # argparse accepts prefixes
+
+
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every flag of ``parser`` and of its subcommands, spelled out."""
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= option_strings(sub)
+    return found
 
 
 @pytest.mark.parametrize("where, code", python_blocks(), ids=lambda x: x if ":" in x and "\n" not in x else "")
