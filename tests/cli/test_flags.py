@@ -62,7 +62,7 @@ DATA_TESTS = {
     "--label-field": "test_text_pair_and_label_fields_name_the_columns",
     "--null-threshold": "test_null_threshold_turns_answers_into_no_answer",
     "--max-answer-length": "test_qa_max_answer_length_bounds_the_answers",
-    "--n-best": "test_qa_n_best_limits_the_starts_and_ends_considered",
+    "--n-best": "test_qa_n_best_bounds_the_candidates_and_never_changes_the_answer",
     "--max-query-length": "test_max_query_length_cuts_the_question",
 }
 for _command in ("finetune", "evaluate", "predict"):
@@ -508,14 +508,23 @@ def qa_answer(tok, start_at: dict[str, float], end_at: dict[str, float], *flags:
     return task.decode([example], [window], [logits], {"bertforge_squad_v2": False}, opts)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="--n-best changes no answer: best_spans (data/squad.py) keeps the n_best "
-                   "best valid spans and decoding uses the first, while --help says 'candidate starts and ends "
-                   "considered' (Google's rule: the n_best best starts x the n_best best ends)")
-def test_qa_n_best_limits_the_starts_and_ends_considered(tok):
-    # the best end lies before the best start: with one candidate start and end, no span is valid
-    start, end = {"paris": 5.0}, {"alice": 5.0, ".": 4.0}
-    assert qa_answer(tok, start, end) == "paris ."
-    assert qa_answer(tok, start, end, "--n-best", "1") == ""
+def test_qa_n_best_bounds_the_candidates_and_never_changes_the_answer(tok):
+    # The answer is searched exactly over every valid (start, end), unlike Google's n-best starts x n-best ends
+    # heuristic, which could miss it: --n-best only bounds the candidates kept per question.
+    from bertforge.data.examples import QAExample
+    from bertforge.tasks import TASKS
+    from bertforge.tasks.qa import candidate_spans
+
+    start, end = {"paris": 5.0}, {"alice": 5.0, ".": 4.0}  # the best end lies before the best start
+    assert qa_answer(tok, start, end) == qa_answer(tok, start, end, "--n-best", "1") == "paris ."
+    examples = [QAExample("q", "where does alice live ?", "alice lives in paris .")]
+    for n in (1, 3):
+        opts = settings_of("predict", "--model", "m", "--input", "i", "--output", "o", "--n-best", str(n))
+        windows = TASKS["qa"].encode(tok, examples, None, opts)
+        T = len(windows[0].input_ids)
+        logits = np.linspace(0, 1, T)
+        ((spans, _),) = candidate_spans(examples, windows, [logits], [logits[::-1].copy()], opts.n_best, 30)
+        assert len(spans) == n
 
 
 def test_max_query_length_cuts_the_question(tok):

@@ -30,7 +30,9 @@ class DataOptions:
                                     "(Google's doc_stride, a step, not an overlap); default: half a window, so "
                                     "every context piece is seen in two windows", min=1, group="data")
     max_query_length: int = option(64, "QA: question pieces kept", min=1, group="data")
-    n_best: int = option(20, "QA: candidate starts and ends considered", min=1, group="data")
+    n_best: int = option(20, "QA: candidate spans kept per question (the answer is the best valid span, found "
+                         "exactly over every start and end, so this bounds the candidates, not the answer)", min=1,
+                         group="data")
     max_answer_length: int = option(30, "QA: longest answer in pieces", min=1, group="data")
     null_threshold: float = option(0.0, "SQuAD v2: answer '' when the no-answer score beats the best span "
                                    "by more than this", group="data")
