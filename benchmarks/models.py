@@ -6,7 +6,7 @@
    streams), the same weights and batch;
 3. ELMo: the biLM language model's training step over WordPiece ids, tokens per second.
 
-    .venv/bin/python benchmarks/models.py [--threads 2] [--steps 5] [--vocab 8000]
+    .venv/bin/python benchmarks/models.py [--threads 2] [--steps 5] [--vocab 8000] [--only ltr|xlnet|elmo]
 """
 
 from __future__ import annotations
@@ -120,6 +120,11 @@ def xlnet_vs_transformers(args) -> None:
     print(f"   ratio {seconds['transformers'] / seconds['bertforge']:.2f}x")
 
 
+# tokens/s of the training step before the fused LSTM, softmax and char-CNN paths (README's run, 2 threads,
+# vocabulary 8,000, idle machine): the figure the step is compared with
+ELMO_BEFORE = {"tiny": 1525, "mini": 745}
+
+
 def elmo(args) -> None:
     from bertforge.model.elmo.pieces import ElmoPieceLM
     from bertforge.model.families import preset_config
@@ -138,8 +143,12 @@ def elmo(args) -> None:
         s = timed(train_step(model, optimizer, loss), args.warmup, args.steps)
         with torch.no_grad():
             f = timed(lambda: model.bilm(model.char_table[ids]), 1, args.steps)
+        before = ""
+        if (V, args.threads) == (8000, 2):
+            before = f" (before: {ELMO_BEFORE[preset]:,}, {B * T / s / ELMO_BEFORE[preset]:.2f}x)"
         print(f"\n3. ELMo ({preset}: projection {model.config.projection_dim}, cells {model.config.lstm_dim}), "
-              f"{B} x {T}: training step {B * T / s:,.0f} tokens/s, biLM forward {B * T / f:,.0f} tokens/s")
+              f"{B} x {T}: training step {s * 1000:,.0f} ms, {B * T / s:,.0f} tokens/s{before}, "
+              f"biLM forward {B * T / f:,.0f} tokens/s")
 
 
 def main() -> None:
@@ -148,12 +157,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--vocab", type=int, default=8000, help="vocabulary size (the demo's)")
+    parser.add_argument("--only", choices=sorted(PARTS), help="run one part (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, fp32")
-    ltr_vs_mlm(args)
-    xlnet_vs_transformers(args)
-    elmo(args)
+    for name, part in PARTS.items():
+        if args.only in (None, name):
+            part(args)
+
+
+PARTS = {"ltr": ltr_vs_mlm, "xlnet": xlnet_vs_transformers, "elmo": elmo}
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ The softmax is the **full** softmax over a frequency-capped vocabulary (``WordVo
 not bilm-tf's sampled softmax. bilm-tf sampled 8,192 negatives because its vocabulary had 793k words; with
 a cap of tens of thousands the exact softmax is affordable, gives exact gradients, and its training loss is
 the perplexity one evaluates (a sampled loss is not). To keep memory sane it is computed only at real
-positions, in chunks of tokens whose logits are recomputed in the backward pass (activation
-checkpointing), so at most ``chunk x vocab`` logits are alive at once.
+positions, in chunks of tokens whose logits' gradients are taken at once (``softmax_loss``), so at most
+``chunk x vocab`` logits are alive at once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import ConfigError, UsageError
@@ -31,9 +29,10 @@ from bertforge.model.elmo.bilm import ElmoBiLM, load_exactly, read_pretrained
 from bertforge.model.elmo.chars import BOS_TOKEN, EOS_TOKEN, batch_to_char_ids
 from bertforge.model.elmo.config import ElmoConfig
 from bertforge.model.dropout import dropout
+from bertforge.model.elmo.softmax_loss import linear_cross_entropy
 from bertforge.model.elmo.vocab import WordVocab
 
-LOGITS_PER_CHUNK = 1 << 24  # floats of logits alive at once (64 MiB in fp32)
+LOGITS_PER_CHUNK = 1 << 22  # floats of logits alive at once (16 MiB in fp32)
 
 
 @dataclass
@@ -45,10 +44,6 @@ class ElmoLMOutput:
     forward_count: torch.Tensor  # across micro-batches and ranks
     backward_sum: torch.Tensor
     backward_count: torch.Tensor
-
-
-def _nll_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum")
 
 
 class ElmoLanguageModel(nn.Module):
@@ -101,15 +96,7 @@ class ElmoLanguageModel(nn.Module):
             raise UsageError(f"word ids must be in [0, {self.config.vocab_size}), got "
                              f"{targets.min().item()}..{targets.max().item()}")
         chunk = max(1, LOGITS_PER_CHUNK // self.config.vocab_size)
-        weight, bias = self.softmax.weight, self.softmax.bias
-        total = hidden.new_zeros(())
-        for s in range(0, hidden.shape[0], chunk):
-            args = (hidden[s: s + chunk], weight, bias, targets[s: s + chunk])
-            if torch.is_grad_enabled() and hidden.shape[0] > chunk:
-                total = total + checkpoint(_nll_sum, *args, use_reentrant=False)
-            else:
-                total = total + _nll_sum(*args)
-        return total, valid.sum()
+        return linear_cross_entropy(hidden, self.softmax.weight, self.softmax.bias, targets, chunk), valid.sum()
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """``config.json``, ``model.safetensors`` and, if the model has one, ``vocab.txt``."""

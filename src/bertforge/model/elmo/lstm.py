@@ -5,6 +5,9 @@ Each layer is an LSTM whose memory is clipped to +-cell_clip and whose output is
 to its output (the skip connection). The backward stack reads each sentence reversed within its own
 length, as ``tf.reverse_sequence`` does, so padding never reaches a real position. Gates are in
 PyTorch's order (input, forget, cell, output); TF's forget bias of 1.0 lives inside the bias.
+
+Both directions of a layer run together through ``recurrence.lstm_layer`` (one batched matmul per step,
+a hand-written backward pass).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bertforge.model.dropout import dropout
 from bertforge.model.elmo.config import ElmoConfig
+from bertforge.model.elmo.recurrence import lstm_layer
 
 State = tuple[torch.Tensor, torch.Tensor]  # h (..., B, P), c (..., B, cell)
 
@@ -55,27 +59,29 @@ class LstmLayer(nn.Module):
                 nn.init.uniform_(self.projection.weight, -bound, bound)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        h, c = state  # (B, P), (B, cell)
-        if x.shape[1] == 0:
-            return x.new_zeros(x.shape[0], 0, self.output_dim), (h, c)
-        # (B, 4 cell) per step, all steps projected at once; unbind (not x[:, t]) keeps the backward pass
-        # linear in T: indexing one step at a time makes autograd allocate a whole (B, T, .) gradient per step.
-        gates_x = self.input_linear(x).unbind(1)
-        live_at = mask[..., None].unbind(1)  # (B, 1) per step
-        outputs = []
-        for gates, live in zip(gates_x, live_at):
-            i, f, g, o = (gates + self.state_linear(h)).chunk(4, dim=-1)
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            if self.cell_clip:
-                c_new = c_new.clamp(-self.cell_clip, self.cell_clip)
-            h_new = torch.sigmoid(o) * torch.tanh(c_new)
-            if self.projection is not None:  # TF clips only a projected output
-                h_new = self.projection(h_new)
-                if self.proj_clip:
-                    h_new = h_new.clamp(-self.proj_clip, self.proj_clip)
-            h, c = torch.where(live, h_new, h), torch.where(live, c_new, c)  # rows past their end keep their state
-            outputs.append(h_new * live)
-        return torch.stack(outputs, dim=1), (h, c)  # (B, T, P)
+        """This direction alone: x (B, T, in), mask (B, T), state (B, P), (B, cell)."""
+        live = None if bool(mask.all()) else mask.t().contiguous()  # (T, B)
+        out, (h, c) = run_layers([self], x.transpose(0, 1)[None], live, state[0][None], state[1][None])
+        return out[0].transpose(0, 1), (h[0], c[0])
+
+
+def run_layers(layers: list[LstmLayer], x: torch.Tensor, live: torch.Tensor | None, h0: torch.Tensor,
+               c0: torch.Tensor) -> tuple[torch.Tensor, State]:
+    """D same-shaped layers (the directions), each over its own input: x (D, T, B, in), live (T, B) or None
+    when every position is real, h0 (D, B, P), c0 (D, B, cell) -> outputs (D, T, B, P), zero past each row's
+    end, and the final h, c."""
+    D, T, B, _ = x.shape
+    if T == 0:
+        return x.new_zeros(D, 0, B, layers[0].output_dim), (h0, c0)
+    first = layers[0]
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.stack([layer.get_parameter(name) for layer in layers])
+
+    w_proj = stacked("projection.weight") if first.projection is not None else None  # (D, P, cell)
+    out, h, c = lstm_layer(x, live, h0, c0, stacked("input_linear.weight"), stacked("state_linear.bias"),
+                           stacked("state_linear.weight"), w_proj, first.cell_clip, first.proj_clip)
+    return out, (h, c)
 
 
 class ElmoLstm(nn.Module):
@@ -104,21 +110,19 @@ class ElmoLstm(nn.Module):
         mask = mask.bool()
         lengths = mask.long().sum(1)  # (B,)
         h0, c0 = state if state is not None else self.zero_state(x.shape[0])
-        fwd, (hf, cf) = self._stack(self.forward_layers, x, mask, h0[0], c0[0])
-        bwd, (hb, cb) = self._stack(self.backward_layers, reverse_padded(x, lengths), mask, h0[1], c0[1])
-        layers = [torch.cat([f, reverse_padded(b, lengths)], dim=-1) for f, b in zip(fwd, bwd)]  # (B, T, 2P)
-        return layers, (torch.stack([hf, hb]), torch.stack([cf, cb]))
-
-    def _stack(self, layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor,
-               h0: torch.Tensor, c0: torch.Tensor) -> tuple[list[torch.Tensor], State]:
+        live = None if bool(mask.all()) else mask.t().contiguous()  # (T, B)
+        # the backward direction reads each row reversed; both run as one stack: direction, step, row
+        x = torch.stack([x, reverse_padded(x, lengths)]).transpose(1, 2)  # (2, T, B, P)
         outputs, hs, cs = [], [], []
-        for i, layer in enumerate(layers):
-            x_in = F.dropout(x, self.dropout, self.training)  # bilm-tf's DropoutWrapper(input_keep_prob)
-            out, (h, c) = layer(x_in, mask, (h0[i], c0[i]))
+        for i, layers in enumerate(zip(self.forward_layers, self.backward_layers)):
+            x_in = dropout(x, self.dropout, self.training)  # bilm-tf's DropoutWrapper(input_keep_prob)
+            out, (h, c) = run_layers(list(layers), x_in, live, h0[:, i], c0[:, i])
             if self.skip_connections and i > 0:
                 out = out + x_in  # ResidualWrapper, inside the dropout wrapper
             outputs.append(out)
             hs.append(h)
             cs.append(c)
             x = out
-        return outputs, (torch.stack(hs), torch.stack(cs))
+        layers = [torch.cat([out[0].transpose(0, 1), reverse_padded(out[1].transpose(0, 1), lengths)], dim=-1)
+                  for out in outputs]  # (B, T, 2P) each
+        return layers, (torch.stack(hs, dim=1), torch.stack(cs, dim=1))
