@@ -14,7 +14,7 @@ import torch
 
 from bertforge.ablation.plan import Study, TaskSpec, Variant, variants_of
 from bertforge.config import PRESETS
-from bertforge.errors import BertforgeError
+from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_dir, atomic_write_text
 
 LAYOUT = """OUT/tokenizer                    the vocabulary every variant shares
@@ -83,7 +83,8 @@ def bert_flops(study: Study) -> float:
     metrics = model_root(study, variants_of(study.preset)["bert"]) / "metrics.jsonl"
     counted = [r["flops"] for r in read_metrics(metrics) if "flops" in r] if metrics.is_file() else []
     if not counted:
-        raise BertforgeError(f"{metrics}: the BERT row has no counted FLOPs to set the others' budget")
+        raise CheckpointError(f"{metrics}: the BERT row has no counted FLOPs to set the others' budget",
+                              hint="remove OUT/pretrain/bert to pre-train it again (this version counts its FLOPs)")
     return float(counted[-1])
 
 

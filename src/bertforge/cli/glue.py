@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bertforge.cli.commands import Command, model_dir, out_dir
 from bertforge.errors import require_dir
@@ -25,7 +26,7 @@ def _run(args: argparse.Namespace) -> None:
     from bertforge.glue.run import run_glue
 
     results = run_glue(settings)
-    print(open(f"{settings.out}/glue.md", encoding="utf-8").read().rstrip())
+    print((Path(settings.out) / "glue.md").read_text(encoding="utf-8").rstrip())
     sub = results["submission"]
     print(f"results: {settings.out}/results.json   plot: {settings.out}/glue.png" +
           (f"   submission: {sub['zip']}" if sub["zip"] else ""))

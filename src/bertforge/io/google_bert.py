@@ -129,7 +129,7 @@ def bert_from_tf(checkpoint: TFCheckpoint, config: BertConfig, task: str = "auto
     names = set(checkpoint.entries)
     task = detect_task(names) if task == "auto" else task
     if task not in TASKS:
-        raise ValueError(f"task must be auto or one of {', '.join(TASKS)}, got {task!r}")
+        raise ConfigError(f"task must be auto or one of {', '.join(TASKS)}, got {task!r}")
     layers = sorted({int(m.group(1)) for n in names if (m := re.match(r"bert/encoder/layer_(\d+)/", n))})
     if layers and len(layers) != config.num_hidden_layers:
         raise CheckpointError(f"{checkpoint.prefix}: the checkpoint has {len(layers)} encoder layers (layer_"
@@ -165,7 +165,8 @@ def bert_from_tf(checkpoint: TFCheckpoint, config: BertConfig, task: str = "auto
         hint = None if task == "encoder" else "convert a checkpoint without heads as task 'encoder'"
         raise CheckpointError(f"{checkpoint.prefix}: the checkpoint lacks {len(missing)} variables of a "
                               f"{TASKS[task]}: {_listed(missing)}{unknown}", hint=hint)
-    assert found == set(own), sorted(set(own) - found)
+    if found != set(own):  # every weight of the model has a Google name: a gap is a bug in the name map
+        raise CheckpointError(f"{checkpoint.prefix}: no Google name for {_listed(sorted(set(own) - found))}")
 
     wanted = {tf: wanted[tf] for tf in mapping if tf in wanted}  # the model's order: the first mismatch is telling
     mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
@@ -268,6 +269,7 @@ def convert_to_tf(model_dir: str | os.PathLike, prefix: str | os.PathLike) -> di
     if config.hidden_act.startswith("gelu"):  # Google's code knows one "gelu" (its tanh approximation)
         google["hidden_act"] = "gelu"
     index, data, config_path, vocab_path = tf_output_paths(prefix)
+    existed = config_path.exists()
     written = write_tf_checkpoint(prefix, tensors)
     try:
         atomic_write_text(config_path, json.dumps(google, indent=2) + "\n")
@@ -276,7 +278,8 @@ def convert_to_tf(model_dir: str | os.PathLike, prefix: str | os.PathLike) -> di
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
-        config_path.unlink(missing_ok=True)
+        if not existed:  # only what this call wrote
+            config_path.unlink(missing_ok=True)
         raise
     return {"tensors": len(tensors), "parameters": sum(int(a.size) for a in tensors.values()),
             "files": [index, data, config_path, vocab_path]}

@@ -507,9 +507,9 @@ def write_tf_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, np.ndar
         for name in sorted(tensors, key=lambda n: n.encode("utf-8")):
             array = np.asarray(tensors[name])
             if not name or name.startswith("\x00"):
-                raise ValueError(f"tensor name {name!r} is reserved in a checkpoint")
+                raise CheckpointError(f"tensor name {name!r} is reserved in a checkpoint")
             if array.dtype.newbyteorder("=") not in _CODES:
-                raise ValueError(f"tensor {name!r} has dtype {array.dtype}, which a checkpoint cannot hold here")
+                raise CheckpointError(f"tensor {name!r} has dtype {array.dtype}, which a checkpoint cannot hold here")
             raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
             f.write(raw)
             code = _CODES[array.dtype.newbyteorder("=")]

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from bertforge.train.settings import REPORT_TO, TENSORBOARD_HINT
+
 
 def _to_json(x: Any) -> Any:
     """Tensors and numpy scalars -> Python numbers, for json.dumps."""
@@ -98,8 +100,6 @@ class MetricsLog:
         self.close()
 
 
-REPORT_TO = ("none", "tensorboard")  # train/settings.py offers them as --report-to
-TENSORBOARD_HINT = "pip install 'bertforge[tensorboard]' (or pip install tensorboard==2.21.0)"
 
 
 def _number(x: Any) -> float | None:

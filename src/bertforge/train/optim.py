@@ -109,7 +109,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-6,
 ) -> torch.optim.Optimizer:
-    """AdamW (PyTorch's fused kernel; 3x faster than the per-tensor loop on CPU too) or LAMB over
+    """AdamW (PyTorch's fused kernel, faster than the per-tensor loop on CPU too: docs/speed.md) or LAMB over
     ``param_groups(model, weight_decay)``; BERT's defaults."""
     groups = param_groups(model, weight_decay)
     if not groups:

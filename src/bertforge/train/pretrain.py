@@ -125,6 +125,11 @@ class PretrainRecipe:
         self.flops_per_step = self._count_flops()
         if args.max_flops is not None:
             args.max_steps = max(1, math.ceil(args.max_flops / self.flops_per_step))
+            latest = latest_checkpoint(self.ckpt_dir)
+            if latest is not None and checkpoint_step(latest) > args.max_steps:
+                raise CheckpointError(f"cannot resume from {latest}: --max-flops {args.max_flops:g} is "
+                                      f"{args.max_steps} steps, below the {checkpoint_step(latest)} already done",
+                                      hint="pass a larger --max-flops, or another --out for a new run")
         self.optimizer = build_optimizer(self.model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
         self.scheduler = build_schedule(self.optimizer, min(args.warmup_steps, args.max_steps), args.max_steps,
                                         args.schedule)

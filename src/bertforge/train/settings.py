@@ -22,7 +22,8 @@ FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.task_model
 OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
 SCHEDULES = ("linear", "cosine", "constant")  # bertforge.train.schedule
 AMP = ("auto", "bf16", "fp16", "off")
-REPORT_TO = ("none", "tensorboard")  # bertforge.train.logs.REPORT_TO
+REPORT_TO = ("none", "tensorboard")  # where MetricsLog (train/logs.py) also writes
+TENSORBOARD_HINT = "pip install 'bertforge[tensorboard]' (or pip install tensorboard==2.21.0)"
 # Upper bounds that catch a typo or an exponent slip (--lr 1e30, --max-steps 1e20) before any work: AdamW and
 # LAMB move each weight by about lr a step, so lr > 1 only diverges; 1e9 steps is years of training.
 MAX_LR = 1.0
@@ -60,7 +61,7 @@ def check_report_to(report_to: str, flag: str = "--report-to") -> None:
     """A reporter whose package is missing is a flag error, found before any work."""
     if report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise UsageError("tensorboard needs the tensorboard package, which is not installed", flag=flag,
-                         hint="pip install 'bertforge[tensorboard]' (or pip install tensorboard==2.21.0)")
+                         hint=TENSORBOARD_HINT)
 
 
 @dataclass
