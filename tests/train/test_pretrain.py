@@ -248,3 +248,7 @@ def test_counting_flops_leaves_the_run_unchanged_and_a_flop_budget_sets_the_step
     assert [r["flops"] for r in logged] == [r["step"] * per_step for r in logged]
     budget = pretrain(PretrainArgs(**{**base, "max_steps": 1000}, max_flops=3.5 * per_step, out=str(tmp_path / "b")))
     assert budget["step"] == 4 and budget["flops"] == 4 * per_step
+    from bertforge.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="--max-flops .* is 2 steps, below the 4 already done"):
+        pretrain(PretrainArgs(**{**base, "max_steps": 1000}, max_flops=1.5 * per_step, out=str(tmp_path / "b")))
