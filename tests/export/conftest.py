@@ -9,6 +9,7 @@ import torch
 
 from bertforge.model import BertModel
 from bertforge.model.task_model import BertFeatures, TaskModel
+from bertforge.tasks import get_task
 from tests.export.models import BertConfig, save
 
 
@@ -26,7 +27,7 @@ def tiny_model_dir(tmp_path_factory):
                 if cls is TaskModel:  # settings: its task.json
                     encoder = BertFeatures(BertModel(config), settings.get("features", "last"),
                                            settings.get("frozen", False))
-                    model = TaskModel(encoder, dict(settings))
+                    model = TaskModel(encoder, dict(settings), get_task(settings["bertforge_task"]).head_kind)
                 else:
                     model = cls(config)
                 with torch.no_grad():  # outputs of order 1, not 0.02: differences from the graph show

@@ -106,7 +106,12 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(corpus, tmp_path):
     proc = run_cli(cli_args(corpus, tmp_path, **{"--save-every": "1000", "--max-steps": "400"}))
     log = tmp_path / "metrics.jsonl"
     deadline = time.time() + 240
-    while (not log.exists() or log.stat().st_size < 300) and proc.poll() is None and time.time() < deadline:
+
+    def trained() -> bool:  # a training step's record, not just the step-0 baseline
+        lines = log.read_text().splitlines() if log.exists() else []
+        return any(line.startswith('{"step": ') and not line.startswith('{"step": 0,') for line in lines)
+
+    while not trained() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]

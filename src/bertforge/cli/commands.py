@@ -126,11 +126,13 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _tokenizer_arguments(p: argparse.ArgumentParser) -> None:
+    from bertforge.data.corpus import FORMATS
+
     p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text files (any corpus format)")
     p.add_argument("--vocab-size", type=int, required=True, help="pieces in the vocabulary, specials included")
     p.add_argument("--out", required=True, help="directory for vocab.txt and tokenizer.json")
     p.add_argument("--no-lowercase", action="store_true", help="keep case (cased model)")
-    p.add_argument("--format", default="auto", choices=("auto", "google", "lines", "jsonl", "wiki", "peoples-daily"),
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                    help="corpus format (default: detect per file)")
 
 
@@ -296,23 +298,33 @@ def _encode_arguments(p: argparse.ArgumentParser) -> None:
                    "model's position limit, max_position_embeddings: 512 for BERT)")
 
 
-def require_bert(path: Path, command: str, flag: str = "--model") -> Path:
-    """``path`` if its config.json describes a BERT-family model (what ``command`` reads); other families
-    (ELMo, XLNet, static vectors) are refused by name instead of failing on a field BERT has and they lack."""
-    from bertforge.model.families import model_type
+def family_model(path: Path, command: str, can: str, flag: str = "--model"):
+    """``path`` read once (a ``ModelDir``), if its family can do what ``command`` needs (``can``, a capability of
+    ``model/registry.py``); other families are refused by name instead of failing on a field they lack."""
+    from bertforge.model.directory import ModelDir
+    from bertforge.model.registry import FAMILIES
 
-    family = model_type(path)
-    if family != "bert":
-        raise UsageError(f"{path} is not a BERT model: {command} needs a BERT-family model (this is {family}, "
-                         "config.json model_type)", flag=flag)
-    return path
+    source = ModelDir.read(path)
+    if can not in source.family.can:
+        able = ", ".join(f.name for f in FAMILIES.values() if can in f.can)
+        raise UsageError(f"{path}: {command} needs a BERT-family model ({able}); this is {source.family.name} "
+                         "(config.json model_type)", flag=flag)
+    return source
 
 
 def bert_config(path: Path, command: str, flag: str = "--model"):
-    """The BertConfig of a model directory that ``command`` reads as BERT (see ``require_bert``)."""
-    from bertforge.model.families import read_config
+    """The config of a model directory whose attention maps ``command`` draws (see ``family_model``)."""
+    from bertforge.model.registry import ATTENTION
 
-    return read_config(require_bert(path, command, flag))
+    return family_model(path, command, ATTENTION, flag).config
+
+
+def _positions(source, command: str) -> int:
+    """The longest input of ``source``'s model (a ``ModelDir`` of a family that ``command`` reads, which has one)."""
+    limit = source.family.max_positions(source.config)
+    if limit is None:
+        raise UsageError(f"{source.path}: {command} needs a model with a position limit", flag="--model")
+    return limit
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -320,26 +332,26 @@ def _encode(args: argparse.Namespace) -> None:
         raise UsageError(f"must be >= 2, got {args.max_length}", flag="--max-length")
     path, source = model_dir(args.model), input_lines(args.input)
     output = output_file(args.output, inputs=[path, source]) if args.output != "-" else None
-    config = bert_config(path, "encode")
-    max_length = config.max_position_embeddings if args.max_length is None else args.max_length
-    if max_length > config.max_position_embeddings:
-        raise UsageError(f"{args.max_length} exceeds the model's {config.max_position_embeddings} positions "
-                         "(max_position_embeddings)", flag="--max-length",
-                         hint=f"use at most {config.max_position_embeddings}")
+    from bertforge.model.registry import ENCODE, ENCODER
+
+    model_source = family_model(path, "encode", ENCODE)
+    limit = _positions(model_source, "encode")
+    max_length = limit if args.max_length is None else args.max_length
+    if max_length > limit:
+        raise UsageError(f"{args.max_length} exceeds the model's {limit} positions (max_position_embeddings)",
+                         flag="--max-length", hint=f"use at most {limit}")
     import warnings
 
     from bertforge.inference import encode
     from bertforge.io.atomic import atomic_path
     from bertforge.io.jsonl import read_lines
-    from bertforge.model import BertModel
-    from bertforge.tokenization import BertTokenizer
 
     texts = [line.rstrip("\r\n") for _, line in read_lines(source)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # only a pooler can be missing (the encoder's absence is an error): checked
-        model = BertModel.from_pretrained(path)  # by encode() when pooling reads it, unused otherwise
-    tokenizer = BertTokenizer.from_pretrained(path)
-    vectors = encode(model, tokenizer, texts, pooling=args.pooling, normalize=args.normalize, max_length=max_length)
+        model = model_source.family.heads[ENCODER].from_pretrained(path)  # by encode() when pooling reads it
+    vectors = encode(model, model_source.tokenizer, texts, pooling=args.pooling, normalize=args.normalize,
+                     max_length=max_length)
     lines = (json.dumps([round(x, 6) for x in v]) + "\n" for v in vectors.tolist())
     if output is None:
         sys.stdout.writelines(lines)
@@ -360,9 +372,13 @@ def _fill_mask(args: argparse.Namespace) -> None:
     if args.top_k < 1:
         raise UsageError(f"must be >= 1, got {args.top_k}", flag="--top-k")
     path = model_dir(args.model)
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.model.registry import FILL_MASK, MASKED_LM
 
-    tokenizer = BertTokenizer.from_pretrained(path)
+    source = family_model(path, "fill-mask", FILL_MASK)
+    if getattr(source.config, "is_decoder", False):
+        raise UsageError(f"{path} is a left-to-right (GPT-style) model: fill-mask needs a bidirectional masked-LM "
+                         "model", flag="--model", hint="use bertforge generate for a left-to-right model")
+    tokenizer = source.tokenizer
     if args.top_k > tokenizer.vocab_size:
         raise UsageError(f"must be at most the vocabulary size {tokenizer.vocab_size}, got {args.top_k}",
                          flag="--top-k")
@@ -373,21 +389,12 @@ def _fill_mask(args: argparse.Namespace) -> None:
     import warnings
 
     from bertforge.inference.fill_mask import check_trained_head, fill_mask
-    from bertforge.model import BertForPreTraining
-    from bertforge.model.families import read_config
-
-    config = read_config(path)
-    if getattr(config, "is_decoder", True) or not hasattr(config, "is_decoder"):
-        kind = "a left-to-right (GPT-style) model" if getattr(config, "is_decoder", False) else \
-            {"ElmoConfig": "an ELMo model", "XLNetConfig": "an XLNet model"}[type(config).__name__]
-        raise UsageError(f"{path} is {kind}: fill-mask needs a bidirectional masked-LM model", flag="--model",
-                         hint="use bertforge generate for a left-to-right model" if "left" in kind else None)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained-head case is reported below, in one line
-        model = BertForPreTraining.from_pretrained(path)
+        model = source.family.heads[MASKED_LM].from_pretrained(path)
     if not args.allow_untrained_head:
-        check_trained_head(model, str(path))
+        check_trained_head(model, str(path), source.family.masked_lm_unused)
     answers = [fill_mask(model, tokenizer, text, top_k=args.top_k) for text in args.texts]  # all checked first
     for text, guesses in zip(args.texts, answers):
         print(text)
@@ -406,21 +413,19 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _generate(args: argparse.Namespace) -> None:
     path = model_dir(args.model)
-    from bertforge.model.families import read_config
+    from bertforge.model.registry import CAUSAL_LM, GENERATE
 
-    config = read_config(path)
-    if not getattr(config, "is_decoder", False):
+    source = family_model(path, "generate", GENERATE)
+    if not getattr(source.config, "is_decoder", False):
         raise UsageError(f"{path} is not a left-to-right model: generate continues text left to right",
                          flag="--model", hint="pre-train one with --objective ltr; use fill-mask for a masked LM")
-    limit = config.max_position_embeddings  # [CLS] and at least one piece of prefix take two of them
+    limit = _positions(source, "generate")  # [CLS] and at least one piece of prefix take two of them
     if args.max_new_tokens > limit - 2:
         raise UsageError(f"must be at most {limit - 2}: the model has {limit} positions (max_position_embeddings), "
                          f"[CLS] and the prefix take the others, got {args.max_new_tokens}", flag="--max-new-tokens")
     from bertforge.inference.generate import generate
-    from bertforge.model import BertLMHeadModel
-    from bertforge.tokenization import BertTokenizer
 
-    model, tokenizer = BertLMHeadModel.from_pretrained(path), BertTokenizer.from_pretrained(path)
+    model, tokenizer = source.family.heads[CAUSAL_LM].from_pretrained(path), source.tokenizer
     for prefix in args.prefixes:
         print(generate(model, tokenizer, prefix, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
                        temperature=args.temperature, seed=args.seed))

@@ -7,7 +7,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from bertforge.cli.commands import Command, model_dir, out_dir, require_bert
+from bertforge.cli.commands import Command, family_model, model_dir, out_dir
 from bertforge.errors import PathError, UsageError
 from bertforge.export.layout import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUBDIR, check_export_settings
 
@@ -23,7 +23,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     check_export_settings(args.quantize, args.opset)
-    source, out = require_bert(model_dir(args.model), "export onnx"), out_dir(args.out)
+    from bertforge.model.registry import EXPORT
+
+    model_source = family_model(model_dir(args.model), "export onnx", EXPORT)
+    source, out = model_source.path, out_dir(args.out)
     if out.resolve() == source.resolve():
         raise PathError("is the model directory itself; the export would replace its weights", path=out,
                         flag="--out", hint=f"export to {source / SUBDIR} or a new directory")
@@ -33,7 +36,7 @@ def _run(args: argparse.Namespace) -> None:
                          hint="pip install 'bertforge[onnx]'")
     from bertforge.export.onnx import export_onnx
 
-    manifest = export_onnx(source, out, quantize=args.quantize, opset=args.opset)
+    manifest = export_onnx(model_source, out, quantize=args.quantize, opset=args.opset)
     for name, info in manifest["files"].items():
         detail = (f"largest difference from torch {info['max_abs_diff']:.2g}" if "max_abs_diff" in info else
                   f"{info['weight_type']} weights, per_channel={info['per_channel']}, "

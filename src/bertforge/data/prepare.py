@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bertforge.data.corpus import CorpusStats, Document, read_documents, require_documents
+from bertforge.data.corpus import FORMATS, CorpusStats, Document, read_documents, require_documents
 from bertforge.data.instances import Instance, create_instances
 from bertforge.data.masking import SpecialIds, continuation_mask
 from bertforge.data.segment import (SegmentedSentence, Segmenter, continuation_bits, has_cjk, require_segmenter,
@@ -60,8 +60,7 @@ class PrepareSettings:
                                "continuation (sentence-order prediction)", cli=False)
     eval_fraction: float = option(0.05, "share of documents held out", min=0, below=1)
     seed: int = option(12345, "seed of the document split and instance choices", min=0)
-    format: str = option("auto", "corpus format (default: detect per file)",
-                         choices=("auto", "google", "lines", "jsonl", "wiki", "peoples-daily"))
+    format: str = option("auto", "corpus format (default: detect per file)", choices=("auto", *FORMATS))
     shard_bytes: int = option(4 << 20, "raw text per shard", min=1 << 10, cli=False)
     segment_words: bool = option(False, "store each piece's word for whole-word masking: Chinese text segmented "
                                  "by jieba (People's Daily by its own segmentation), ## pieces with their word")

@@ -1,8 +1,9 @@
 """ONNX export of every bertforge head and the bare encoder, and INT8 dynamic quantisation.
 
-Exportable: BertModel (last_hidden_state, pooler_output), BertForPreTraining (masked-LM and
-next-sentence logits), the fine-tuning heads (sequence classification and regression, multiple choice,
-token classification, span QA), the frozen-feature heads, and TaskModel on BERT (frozen or fine-tuned
+Exportable: every model of a family that can export (``model/registry.py``: BERT, ModernBERT), by its head
+kind: the encoder (last_hidden_state, and pooler_output where it has a pooler), the pre-training model
+(masked-LM and next-sentence logits), the masked LM, the fine-tuning heads (sequence classification and
+regression, multiple choice, token classification, span QA), and TaskModel on BERT (frozen or fine-tuned
 features, with or without the BiLSTM). Inputs: input_ids, token_type_ids, attention_mask, int64, with
 dynamic batch and sequence axes ((B, C, T) with a dynamic choice axis for multiple choice).
 
@@ -34,48 +35,62 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertforge.config import BertConfig
 from bertforge.errors import ConfigError, UsageError
 from bertforge.export.layout import COPIED, DEFAULT_OPSET, MANIFEST, ONNX_FILES, check_export_settings
 from bertforge.io.atomic import atomic_dir
-from bertforge.model import (BertForMultipleChoice, BertForPreTraining, BertForQuestionAnswering,
-                             BertForSequenceClassification, BertForTokenClassification, BertModel)
-from bertforge.model.task_model import TASK_FILE, BertFeatures, TaskModel
+from bertforge.model.directory import ModelDir
+from bertforge.model.registry import (CHOICE, ENCODER, EXPORT, FAMILIES, MASKED_LM, PRETRAINING, SEQUENCE, SPAN,
+                                      TOKEN, family_of)
+from bertforge.model.task_model import BertFeatures, TaskModel
 
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 B, T = "batch", "sequence"
-# Each exportable model: its outputs, by the names of its output record, with their axes (None: fixed).
-OUTPUTS: dict[type, dict[str, tuple[str | None, ...]]] = {
-    BertModel: {"last_hidden_state": (B, T, None), "pooler_output": (B, None)},
-    BertForPreTraining: {"prediction_logits": (B, T, None), "seq_relationship_logits": (B, None)},
-    BertForSequenceClassification: {"logits": (B, None)},
-    BertForMultipleChoice: {"logits": (B, "choices")},
-    BertForTokenClassification: {"logits": (B, T, None)},
-    BertForQuestionAnswering: {"start_logits": (B, T), "end_logits": (B, T)},
+# The outputs of each exportable head kind, by the names of its output record, with their axes (None: fixed).
+# TaskModel (a task layer, maybe after a BiLSTM, on BERT's features; frozen or not) has those of its kind.
+OUTPUTS: dict[str, dict[str, tuple[str | None, ...]]] = {
+    ENCODER: {"last_hidden_state": (B, T, None), "pooler_output": (B, None)},
+    PRETRAINING: {"prediction_logits": (B, T, None), "seq_relationship_logits": (B, None)},
+    MASKED_LM: {"logits": (B, T, None)},
+    SEQUENCE: {"logits": (B, None)},
+    CHOICE: {"logits": (B, "choices")},
+    TOKEN: {"logits": (B, T, None)},
+    SPAN: {"start_logits": (B, T), "end_logits": (B, T)},
 }
-# TaskModel (a task layer, maybe after a BiLSTM, on BERT's features; frozen or not): outputs by its kind.
-TASK_MODEL_OUTPUTS: dict[str, dict[str, tuple[str | None, ...]]] = {
-    "sequence": {"logits": (B, None)}, "choice": {"logits": (B, "choices")}, "token": {"logits": (B, T, None)},
-    "span": {"start_logits": (B, T), "end_logits": (B, T)},
-}
-ARCHITECTURES = {cls.__name__: cls for cls in (*OUTPUTS, TaskModel)}
+
+
+def exportable() -> list[str]:
+    """The class names of every exportable model, for a hint."""
+    return [cls.__name__ for f in FAMILIES.values() if EXPORT in f.can for kind, cls in f.heads.items()
+            if kind in OUTPUTS] + [TaskModel.__name__ + " (on BERT)"]
+
+
+def head_kind(model: nn.Module) -> str | None:
+    """The head kind of ``model`` in its family (the first that names its class), or None when it is not one
+    an exporting family has."""
+    if isinstance(model, TaskModel):
+        return model.kind if isinstance(model.encoder, BertFeatures) else None
+    try:
+        family = family_of(getattr(model, "config", None))
+    except ConfigError:
+        return None
+    if EXPORT not in family.can:
+        return None
+    return next((kind for kind, cls in family.heads.items() if cls is type(model) and kind in OUTPUTS), None)
 
 
 def input_axes(model: nn.Module) -> tuple[str, ...]:
-    choice = isinstance(model, BertForMultipleChoice) or getattr(model, "kind", None) == "choice"
-    return (B, "choices", T) if choice else (B, T)
+    return (B, "choices", T) if head_kind(model) == CHOICE else (B, T)
 
 
 def output_axes(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
-    """The outputs ``model`` has (a BertModel built without its pooler has no pooler_output)."""
-    if isinstance(model, TaskModel) and isinstance(model.encoder, BertFeatures):
-        return dict(TASK_MODEL_OUTPUTS[model.kind])
-    if type(model) not in OUTPUTS:
+    """The outputs ``model`` has (an encoder without a pooler has no pooler_output)."""
+    kind = head_kind(model)
+    if kind is None:
         what = "a TaskModel on ELMo" if isinstance(model, TaskModel) else f"a {type(model).__name__}"
-        raise UsageError(f"cannot export {what}", hint=f"exportable: {', '.join(ARCHITECTURES)} (on BERT)")
-    axes = dict(OUTPUTS[type(model)])
-    if isinstance(model, BertModel) and model.pooler is None:
+        raise UsageError(f"cannot export {what}", hint=f"exportable: {', '.join(exportable())}")
+    axes = dict(OUTPUTS[kind])
+    if "pooler_output" in axes and getattr(model, "pooler", None) is None:
         del axes["pooler_output"]
     return axes
 
@@ -88,11 +103,11 @@ class _Graph(nn.Module):
         self.model, self.names = model, names
 
     def forward(self, input_ids, token_type_ids, attention_mask):
-        out = self.model(input_ids, token_type_ids, attention_mask)
+        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
         return tuple(getattr(out, name) for name in self.names)
 
 
-def example_inputs(config: BertConfig, batch: int, length: int, choices: int | None = None, seed: int = 0
+def example_inputs(config, batch: int, length: int, choices: int | None = None, seed: int = 0
                    ) -> dict[str, torch.Tensor]:
     """A valid batch (B, T), or (B, C, T): random ids, two segments when the model has them, and rows
     padded more and more (the first full, the last to half its length)."""
@@ -100,7 +115,7 @@ def example_inputs(config: BertConfig, batch: int, length: int, choices: int | N
     rows = batch * (choices or 1)
     ids = torch.randint(0, config.vocab_size, (rows, length), generator=g)
     types = torch.zeros_like(ids)
-    if config.type_vocab_size > 1:
+    if getattr(config, "type_vocab_size", 1) > 1:
         types[:, length // 2:] = 1
     lengths = [length - (length // 2) * i // max(rows - 1, 1) for i in range(rows)]
     mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
@@ -151,8 +166,8 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFA
                               dynamic_axes=dynamic, do_constant_folding=True)
     finally:
         model.train(was_training)
-    diff = check_export(model, path, outputs, choices)
-    return {"inputs": {n: list(inputs) for n in INPUTS}, "outputs": {n: list(a) for n, a in outputs.items()},
+    diff, used = check_export(model, path, outputs, choices)
+    return {"inputs": {n: list(inputs) for n in used}, "outputs": {n: list(a) for n, a in outputs.items()},
             "max_abs_diff": diff}
 
 
@@ -167,9 +182,10 @@ def real_tokens(value, axes: tuple[str | None, ...], attention_mask) -> np.ndarr
 
 @torch.no_grad()
 def check_export(model: nn.Module, path: str | os.PathLike, outputs: dict[str, tuple[str | None, ...]],
-                 choices: int | None, tolerance: float = 1e-3) -> float:
+                 choices: int | None, tolerance: float = 1e-3) -> tuple[float, list[str]]:
     """The largest difference between the graph (ONNX Runtime) and the model on a padded 3 x 11 batch
-    (shapes the export never saw), at real tokens; a RuntimeError above ``tolerance`` times the outputs' scale."""
+    (shapes the export never saw), at real tokens; a RuntimeError above ``tolerance`` times the outputs' scale.
+    Also the graph's inputs: the exporter leaves out one the model ignores (ModernBERT's token_type_ids)."""
     import onnxruntime as ort
 
     batch = example_inputs(model.config, 3, min(11, model.config.max_position_embeddings), choices and 2, seed=1)
@@ -183,7 +199,8 @@ def check_export(model: nn.Module, path: str | os.PathLike, outputs: dict[str, t
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run(list(names), {n: t.numpy() for n, t in batch.items()})
+    used = [i.name for i in session.get_inputs()]
+    got = session.run(list(names), {n: batch[n].numpy() for n in used})
     worst, mask = 0.0, batch["attention_mask"]
     for name, want, have in zip(names, expected, got):
         want, have = (real_tokens(v, outputs[name], mask) for v in (want.numpy(), have))
@@ -192,7 +209,7 @@ def check_export(model: nn.Module, path: str | os.PathLike, outputs: dict[str, t
             raise RuntimeError(f"the exported {name} differs from the model's by {diff:.3g} on a check batch; "
                                f"the export is wrong (please report it)")
         worst = max(worst, diff)
-    return worst
+    return worst, used
 
 
 def cpu_flags() -> set[str]:
@@ -240,26 +257,26 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, **overrides: A
     return settings
 
 
-def load_for_export(model_dir: str | os.PathLike) -> nn.Module:
-    """The model a directory's config.json names (``architectures``; a bare BertModel when it names none),
+def load_for_export(model_dir: str | os.PathLike | ModelDir) -> nn.Module:
+    """The model a directory's config.json names (``architectures``; its family's encoder when it names none),
     or the TaskModel its task.json describes."""
-    path = Path(model_dir)
-    if (path / TASK_FILE).is_file():
-        model = TaskModel.from_pretrained(path)
+    from bertforge.tasks import get_task
+
+    source = ModelDir.read(model_dir)
+    if source.task is not None:
+        model = TaskModel.from_pretrained(source, get_task(source.task_name).head_kind)
         output_axes(model)  # a BERT encoder, or a clear error
         return model.eval()
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"unreadable: {e}", source=path / "config.json") from None
-    architecture = ((config.get("architectures") if isinstance(config, dict) else None) or ["BertModel"])[0]
-    if architecture not in ARCHITECTURES or architecture == "TaskModel":
-        raise ConfigError(f"cannot export architecture {architecture!r}", source=path / "config.json",
-                          hint=f"exportable: {', '.join(ARCHITECTURES)} (on BERT)")
-    return ARCHITECTURES[architecture].from_pretrained(path).eval()
+    heads = {cls.__name__: cls for kind, cls in source.family.heads.items() if kind in OUTPUTS}
+    named = getattr(source.config, "extra", {}).get("architectures")
+    architecture = named[0] if named else getattr(source.family.heads.get(ENCODER), "__name__", "none")
+    if EXPORT not in source.family.can or architecture not in heads:
+        raise ConfigError(f"cannot export architecture {architecture!r}", source=source.path / "config.json",
+                          hint=f"exportable: {', '.join(exportable())}")
+    return heads[architecture].from_pretrained(source.path).eval()
 
 
-def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None,
+def export_onnx(model_dir: str | os.PathLike | ModelDir, out: str | os.PathLike, *, quantize: str | None = None,
                 opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     """Export a model directory to ``out`` (written whole or not at all): model.onnx (and model.int8.onnx
     with ``quantize="int8"``), its config.json and tokenizer files, and onnx_export.json, which
@@ -268,8 +285,8 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, quantiz
     import onnx
     import onnxruntime
 
-    model_dir = Path(model_dir)
-    model = load_for_export(model_dir)
+    source = ModelDir.read(model_dir)
+    model, model_dir = load_for_export(source), source.path
     with atomic_dir(out) as tmp:
         fp32 = tmp / ONNX_FILES["onnx"]
         graph = export_model(model, fp32, opset=opset)

@@ -1,20 +1,28 @@
-"""Fill-mask: the masked-LM head's guesses for each [MASK] of a text."""
+"""Fill-mask: the masked-LM head's guesses for each [MASK] of a text (``fill_mask``), or at given positions of
+rows of ids (``mask_guesses``, which a server calls on its batches)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 from bertforge.errors import UsageError
+from bertforge.inference.encode import pad_batch
 from bertforge.model import BertForPreTraining
 from bertforge.tokenization import BertTokenizer
 
 
-def check_trained_head(model: BertForPreTraining, path: str) -> None:
-    """Refuse a model whose masked-LM head was just initialised: its guesses would be random."""
-    fresh = [n for n in model.newly_initialized if n.startswith("cls.predictions")]
+def check_trained_head(model: BertForPreTraining, path: str, unused: tuple[str, ...] = ("cls.seq_relationship.",)
+                       ) -> None:
+    """Refuse a masked-LM model whose head was just initialised: its guesses would be random. The head is what is
+    neither the encoder nor ``unused`` (weights fill-mask does not read: the family's ``masked_lm_unused``)."""
+    encoder = model.base_model_prefix + "."
+    fresh = [n for n in model.newly_initialized if not n.startswith((encoder, *unused))]
     if fresh:
-        raise UsageError(f"{path} has no trained masked-LM head ({len(fresh)} weights of cls.predictions were "
-                         f"just initialised), so its guesses would be random", flag="--model",
+        raise UsageError(f"{path} has no trained masked-LM head ({len(fresh)} weights of {fresh[0].split('.')[0]} "
+                         f"were just initialised), so its guesses would be random", flag="--model",
                          hint="use a pre-trained model directory (bertforge pretrain writes OUT/model), or pass "
                               "--allow-untrained-head to see them anyway")
 
@@ -42,9 +50,38 @@ def fill_mask(model: BertForPreTraining, tokenizer: BertTokenizer, text: str, to
         raise UsageError(f"no {mask} token in {text!r}", hint=f"write {mask} where a word should be guessed")
     was_training = model.training
     model.eval()
-    logits = model(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"]).prediction_logits[0]
-    model.train(was_training)
-    probs = logits[positions].softmax(-1)  # (M, V)
-    top = probs.topk(top_k, dim=-1)
-    return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(ps, ids)]
-            for ps, ids in zip(top.values, top.indices)]
+    try:
+        (guesses,) = mask_guesses(model, [enc["input_ids"][0].tolist()], [enc["token_type_ids"][0].tolist()],
+                                  tokenizer.pad_token_id, [positions.tolist()], top_k)
+    finally:
+        model.train(was_training)
+    return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for i, p in zip(ids, probs)] for ids, probs in guesses]
+
+
+@torch.no_grad()
+def mask_guesses(model, input_ids: Sequence[list[int]], token_type_ids: Sequence[list[int]], pad_id: int,
+                 positions: Sequence[Sequence[int]], top_k: int | Sequence[int]
+                 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """For each row of ids and each of its ``positions``, the masked-LM head's ``top_k`` guesses there as
+    (token ids, probabilities), best first, from one forward pass over the padded rows. ``top_k``: one for every
+    row, or one per row (a server batches requests that ask for different ones)."""
+    ks = [top_k] * len(input_ids) if isinstance(top_k, int) else list(top_k)
+    device = next(model.parameters()).device
+    ids, types, mask = pad_batch(input_ids, token_type_ids, pad_id, device)
+    rows = torch.tensor([b for b, p in enumerate(positions) for _ in p], device=device)
+    slots = torch.tensor([j for p in positions for j in range(len(p))], device=device)
+    if isinstance(model, BertForPreTraining):  # the last layer and the vocabulary projection at the positions alone
+        width = max(len(p) for p in positions)
+        at = torch.tensor([list(p) + [0] * (width - len(p)) for p in positions], device=device)  # (B, S)
+        hidden = model.bert(ids, types, mask, output_positions=at).last_hidden_state  # (B, S, H)
+        logits = model.cls.predictions(hidden[rows, slots], model.bert.embeddings.word_embeddings.weight)  # (M, V)
+    else:  # another masked LM: its logits everywhere, read at the positions
+        logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).prediction_logits  # (B, T, V)
+        logits = logits[rows, torch.tensor([i for p in positions for i in p], device=device)]  # (M, V)
+    top = logits.float().softmax(-1).topk(max(ks), dim=-1)
+    values, indices = top.values.cpu().numpy(), top.indices.cpu().numpy()
+    out, m = [], 0
+    for p, k in zip(positions, ks):
+        out.append([(indices[m + j, :k], values[m + j, :k]) for j in range(len(p))])
+        m += len(p)
+    return out

@@ -16,8 +16,9 @@ from bertforge.data.readers import check_labels
 from bertforge.errors import ConfigError, UsageError, require_dir
 from bertforge.export.layout import check_backend
 from bertforge.io.atomic import atomic_path
-from bertforge.model.families import model_type, read_config
-from bertforge.model.task_model import TASK_FILE, TaskModel
+from bertforge.model.directory import ModelDir
+from bertforge.model.registry import ModelFamily, family_of
+from bertforge.model.task_model import TaskModel
 from bertforge.tasks import TASKS, DataOptions, Task, get_task
 from bertforge.tasks.features import Feature, collate
 from bertforge.tokenization import BertTokenizer
@@ -79,16 +80,13 @@ def check_max_length(opts: DataOptions, config) -> None:
                          "(max_position_embeddings)", flag="--max-length")
 
 
-def task_of(config, source: str | Path) -> Task:
-    """The task a model directory was fine-tuned for, from its config.json."""
+def task_of(config, source: str | Path, family: ModelFamily) -> Task:
+    """The task a model directory of ``family`` was fine-tuned for, from its config.json."""
     name = config.extra.get("bertforge_task")
     architecture = (config.extra.get("architectures") or [""])[0]
     if name is None:  # a checkpoint fine-tuned elsewhere: infer the task from its head
-        by_head = {t.head_class(family).__name__: t.name for t in TASKS.values() if t.name != "regress"
-                   for family in ("bert", "xlnet")}
-        name = by_head.get(architecture)
-        if name == "classify" and config.extra.get("problem_type") == "regression":
-            name = "regress"
+        kind = next((k for k, head in family.heads.items() if head.__name__ == architecture), None)
+        name = next((t.name for t in TASKS.values() if t.head_kind == kind and t.describes(config.extra)), None)
     if name is None:
         raise ConfigError(f"cannot tell which task this model was fine-tuned for (architectures: "
                           f"{architecture or 'none'})", source=Path(source) / "config.json",
@@ -114,21 +112,23 @@ class Predictor:
         self.device = device or next(model.parameters()).device
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", backend: str = "torch") -> "Predictor":
+    def load(cls, path: str | Path | ModelDir, device: str | torch.device = "cpu", backend: str = "torch"
+             ) -> "Predictor":
         """``backend``: ``torch`` (the weights), or ``onnx`` / ``onnx-int8`` (the graphs `bertforge export
         onnx` wrote into ``path`` or ``path/onnx``, run by ONNX Runtime on the CPU)."""
         if check_backend(backend) != "torch":
             return cls._load_onnx(path, device, backend)
-        path = require_dir(path, flag="--model", what="model directory")
-        if (path / TASK_FILE).is_file():  # feature-based, +BiLSTM or ELMo
-            model = TaskModel.from_pretrained(path)
-            task = get_task(model.settings["bertforge_task"])
+        if not isinstance(path, ModelDir):
+            require_dir(path, flag="--model", what="model directory")
+        source = ModelDir.read(path)
+        if source.task is not None:  # feature-based, +BiLSTM or ELMo
+            task = get_task(source.task_name)
+            model = TaskModel.from_pretrained(source, task.head_kind)
         else:
-            config = read_config(path)
-            task = task_of(config, path)
-            check_label_names(task, config.extra, path)
-            model = task.head_class(model_type(path)).from_pretrained(path)
-        return cls(task, model.to(device), BertTokenizer.from_pretrained(path), torch.device(device))
+            task = task_of(source.config, source.path, source.family)
+            check_label_names(task, source.config.extra, source.path)
+            model = source.family.heads[task.head_kind].from_pretrained(source.path)
+        return cls(task, model.to(device), source.tokenizer, torch.device(device))
 
     @classmethod
     def _load_onnx(cls, path: str | Path, device: str | torch.device, backend: str) -> "Predictor":
@@ -137,7 +137,8 @@ class Predictor:
         if torch.device(device).type != "cpu":
             raise UsageError(f"the {backend} backend runs on the CPU, got device {device}", flag="--backend")
         model = OnnxModel.load(path, backend)
-        task = get_task(model.settings["bertforge_task"]) if model.settings else task_of(model.config, model.path)
+        task = (get_task(model.settings["bertforge_task"]) if model.settings
+                else task_of(model.config, model.path, family_of(model.config)))
         if not model.settings:
             check_label_names(task, model.config.extra, model.path)
         return cls(task, model, BertTokenizer.from_pretrained(model.path), torch.device("cpu"))

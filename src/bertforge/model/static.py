@@ -42,13 +42,15 @@ class StaticConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "StaticConfig":
-        data = read_json_object(path)
-        data.pop("model_type", None)
-        data.pop("architectures", None)
+        return cls.from_dict(read_json_object(path), source=path)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | os.PathLike | None = None) -> "StaticConfig":
+        data = {k: v for k, v in data.items() if k not in ("model_type", "architectures")}
         try:
             config = cls(**data)
         except TypeError as e:
-            raise ConfigError(f"not a static word-vector config: {e}", source=path) from None
+            raise ConfigError(f"not a static word-vector config: {e}", source=source) from None
         config.validate()
         return config
 

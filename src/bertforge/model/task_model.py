@@ -8,12 +8,15 @@
 
 Per-token tasks (tagging, QA) read every position; sequence tasks (classify, regress, choice) read the
 BiLSTM's final states (forward at the last token, backward at the first) when there is one, else the
-first position ([CLS]), or the last real token for a left-to-right encoder. A model directory holds the
-encoder's config.json, ``task.json`` (this head's settings and labels) and one model.safetensors.
+first position ([CLS]), or the last real token for a left-to-right encoder. Which of these the task layer is
+(its head kind: sequence, token, choice or span, ``model/registry.py``) is the task's. A model directory holds the
+encoder's config.json, ``task.json`` (this head's settings, labels and head kind) and one model.safetensors; each
+family's ``features`` (below for BERT, ELMo and static vectors) builds its encoder.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -25,7 +28,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bertforge.errors import ConfigError, UsageError
 from bertforge.io.atomic import atomic_write_text
-from bertforge.io.jsonl import read_json_object
 from bertforge.io.weights import read_state_dict, save_state_dict
 from bertforge.model.bert import BertModel, sentence_vector
 from bertforge.model.dropout import Dropout
@@ -36,7 +38,9 @@ from bertforge.model.scalar_mix import ScalarMix
 
 TASK_FILE = "task.json"
 FEATURES = ("last", "concat-last-4", "scalar-mix")
-KINDS = {"classify": "sequence", "regress": "sequence", "choice": "choice", "tag": "token", "qa": "span"}
+# The fine-tuning head kinds (model/registry.py names them for every family): one output per sequence, per
+# token, per choice of a multiple-choice question, or a start and an end score per token (a span).
+SEQUENCE, TOKEN, CHOICE, SPAN = "sequence", "token", "choice", "span"
 
 
 class BiLSTM(nn.Module):
@@ -114,12 +118,16 @@ class ElmoFeaturesAdapter(nn.Module):
 
 
 class TaskModel(nn.Module):
-    """encoder features -> [BiLSTM] -> dropout -> the task layer; losses as the BERT heads'."""
+    """encoder features -> [BiLSTM] -> dropout -> the task layer of head kind ``kind``; losses as the BERT heads'."""
 
-    def __init__(self, encoder: nn.Module, settings: dict[str, Any]):
+    def __init__(self, encoder: nn.Module, settings: dict[str, Any], kind: str | None = None):
         super().__init__()
-        self.encoder, self.settings = encoder, settings
-        self.kind = KINDS[settings["bertforge_task"]]
+        kind = kind or settings.get("head_kind")  # task.json records it (a file written before may not)
+        if kind not in (SEQUENCE, TOKEN, CHOICE, SPAN):
+            raise ConfigError(f"a task model's head_kind is one of {SEQUENCE}, {TOKEN}, {CHOICE} or {SPAN}, "
+                              f"got {kind!r}")
+        settings["head_kind"] = kind
+        self.encoder, self.settings, self.kind = encoder, settings, kind
         width = encoder.output_dim
         if settings.get("bilstm"):
             settings.setdefault("bilstm_size", encoder.hidden_size)  # the encoder's width, as the paper's
@@ -128,7 +136,7 @@ class TaskModel(nn.Module):
         else:
             self.bilstm = None
         self.num_labels = len(settings.get("id2label", {})) or 1
-        outputs = {"sequence": self.num_labels, "token": self.num_labels, "choice": 1, "span": 2}[self.kind]
+        outputs = {SEQUENCE: self.num_labels, TOKEN: self.num_labels, CHOICE: 1, SPAN: 2}[self.kind]
         self.dropout = Dropout(settings.get("dropout", 0.1))
         self.classifier = nn.Linear(width, outputs)
         nn.init.normal_(self.classifier.weight, std=0.02)
@@ -150,7 +158,7 @@ class TaskModel(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, start_positions=None,
                 end_positions=None, **_):
         shape = input_ids.shape
-        if self.kind == "choice":  # (B, C, T): every choice its own row
+        if self.kind == CHOICE:  # (B, C, T): every choice its own row
             input_ids, token_type_ids, attention_mask = (
                 None if t is None else t.reshape(-1, shape[-1]) for t in (input_ids, token_type_ids, attention_mask))
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
@@ -160,14 +168,14 @@ class TaskModel(nn.Module):
         else:
             tokens = features
             sentence = sentence_vector(features, mask, bool(getattr(self.config, "is_decoder", False)))
-        if self.kind in ("token", "span"):
+        if self.kind in (TOKEN, SPAN):
             logits = self.classifier(self.dropout(tokens))  # (B, T, n)
-            if self.kind == "token":
+            if self.kind == TOKEN:
                 return TokenClassifierOutput(None if labels is None else token_loss(logits, labels), logits)
             start, end = logits[..., 0].contiguous(), logits[..., 1].contiguous()
             return QuestionAnsweringOutput(span_loss(start, end, start_positions, end_positions), start, end)
         logits = self.classifier(self.dropout(sentence))  # (B, n)
-        if self.kind == "choice":
+        if self.kind == CHOICE:
             logits = logits.view(shape[0], shape[1])
             return MultipleChoiceModelOutput(None if labels is None else choice_loss(logits, labels), logits)
         loss = None
@@ -191,51 +199,68 @@ class TaskModel(nn.Module):
         save_state_dict(self.state_dict(), path / "model.safetensors")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "TaskModel":
-        """A fine-tuned task model saved by ``save_pretrained``."""
-        path = Path(path)
-        settings = read_json_object(path / TASK_FILE, what="task file")
-        model = cls(_encoder(path, settings, pretrained=False), settings)
-        state = read_state_dict(path)
+    def from_pretrained(cls, source, kind: str | None = None) -> "TaskModel":
+        """A fine-tuned task model saved by ``save_pretrained``, from its directory (or ``model.directory.ModelDir``);
+        ``kind``: its task's head kind, for a task.json that does not record it."""
+        from bertforge.model.directory import ModelDir
+
+        source = ModelDir.read(source)
+        if source.task is None:
+            raise ConfigError(f"has no {TASK_FILE}: it is not a task model", source=source.path)
+        settings = dict(source.task)
+        model = cls(_encoder(source, settings, pretrained=False), settings, kind)
+        state = read_state_dict(source.path)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ConfigError(f"the weights do not fit the model in task.json: missing {missing[:4]}, "
-                              f"unexpected {unexpected[:4]}", source=path)
+                              f"unexpected {unexpected[:4]}", source=source.path)
         return model.eval()
 
     @classmethod
-    def for_task(cls, path: str | os.PathLike, settings: dict[str, Any]) -> "TaskModel":
-        """A new task layer (random) on the pre-trained encoder of the model directory ``path``."""
-        return cls(_encoder(Path(path), settings, pretrained=True), settings)
+    def for_task(cls, source, settings: dict[str, Any], kind: str) -> "TaskModel":
+        """A new task layer (random) of head kind ``kind`` on the pre-trained encoder of the model directory
+        ``source`` (a ``model.directory.ModelDir``)."""
+        return cls(_encoder(source, settings, pretrained=True), settings, kind)
 
 
-def _encoder(path: Path, settings: dict[str, Any], pretrained: bool) -> nn.Module:
-    """The encoder a task model's settings describe, with the pre-trained weights of ``path`` or empty."""
-    from bertforge.model.families import model_type, read_config
+def _encoder(source, settings: dict[str, Any], pretrained: bool) -> nn.Module:
+    """The encoder a task model's settings describe, with the pre-trained weights of ``source`` or empty."""
+    from bertforge.model.registry import FAMILIES
 
-    family = model_type(path)
-    if family == "elmo":
-        from bertforge.model.elmo import ElmoBiLM
-        from bertforge.model.elmo.pieces import ElmoPieceFeatures, vocabulary
+    family = source.family
+    if family.features is None:
+        able = [f.name for f in FAMILIES.values() if f.features is not None]
+        raise UsageError(f"feature-based and BiLSTM heads read {', '.join(able)} models, not {family.name}",
+                         flag="--model", hint=f"fine-tune {family.name} without --freeze-encoder and --head-bilstm")
+    return family.features(source, settings, pretrained)
 
-        bilm = ElmoBiLM.from_pretrained(path) if pretrained else ElmoBiLM(read_config(path))
-        return ElmoFeaturesAdapter(ElmoPieceFeatures(bilm, vocabulary(path)))
-    if family == "static":
-        from bertforge.model.static import StaticEmbeddings
 
-        return StaticEmbeddings.from_pretrained(path) if pretrained else StaticEmbeddings(read_config(path))
-    if family != "bert":
-        raise UsageError(f"feature-based and BiLSTM heads are for BERT and ELMo models, not {family}",
-                         flag="--model", hint="fine-tune XLNet without --freeze-encoder and --head-bilstm")
+def bert_features(source, settings: dict[str, Any], pretrained: bool) -> BertFeatures:
+    """BERT's encoder as a task model's features (``features``, ``frozen`` and ``encoder_dropout`` of ``settings``)."""
     overrides = {}
     if settings.get("encoder_dropout") is not None:
-        overrides = {"hidden_dropout_prob": settings["encoder_dropout"],
-                     "attention_probs_dropout_prob": settings["encoder_dropout"]}
+        overrides = {name: settings["encoder_dropout"] for name in source.family.dropout_fields}
     if pretrained:
-        bert = BertModel.from_pretrained(path, **overrides)
+        bert = BertModel.from_pretrained(source.path, **overrides)
     else:
-        config = read_config(path)
+        config = copy.deepcopy(source.config)
         for key, value in overrides.items():
             setattr(config, key, value)
         bert = BertModel(config)
     return BertFeatures(bert, settings.get("features", "last"), settings.get("frozen", False))
+
+
+def elmo_features(source, settings: dict[str, Any], pretrained: bool) -> ElmoFeaturesAdapter:
+    """ELMo's frozen biLM (without its softmax) under a scalar mix."""
+    from bertforge.model.elmo import ElmoBiLM
+    from bertforge.model.elmo.pieces import ElmoPieceFeatures, vocabulary
+
+    bilm = ElmoBiLM.from_pretrained(source.path) if pretrained else ElmoBiLM(source.config)
+    return ElmoFeaturesAdapter(ElmoPieceFeatures(bilm, vocabulary(source.path)))
+
+
+def static_features(source, settings: dict[str, Any], pretrained: bool) -> nn.Module:
+    """Static word vectors (always frozen)."""
+    from bertforge.model.static import StaticEmbeddings
+
+    return StaticEmbeddings.from_pretrained(source.path) if pretrained else StaticEmbeddings(source.config)

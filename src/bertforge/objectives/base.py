@@ -10,6 +10,7 @@ what ``losses`` and ``evaluate`` return. A new objective is one new module.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,6 +20,9 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.data.masking import SpecialIds
+from bertforge.errors import ConfigError
+from bertforge.model.directory import ModelDir
+from bertforge.model.registry import family_of
 from bertforge.objectives.count_lm import CountLM
 
 
@@ -30,7 +34,8 @@ class Objective:
     seed: int  # every random choice of a batch is seeded by (seed, epoch, instance index)
 
     name: ClassVar[str]
-    family: ClassVar[str] = "bert"  # the model family it trains (bertforge.model.families)
+    # The model it trains, by head kind (bertforge.model.registry): every family with that head can train on it.
+    head_kind: ClassVar[str]
     pairs: ClassVar[str | None] = None  # instances: "random-next" (NSP) or "consecutive" sentence pairs, or None: packed text
     loss_names: ClassVar[tuple[str, ...]]  # the keys of ``counts`` and ``losses``, in logging order
     # Count baselines of the training split (set by the run): held-out figures then say what frequencies give.
@@ -48,17 +53,22 @@ class Objective:
     def adapt_config(cls, config) -> None:
         """Set what the objective needs in a model config (before data is prepared: resume checks see it)."""
 
-    def model_class(self) -> type:
-        """The model this objective trains (with its heads); ``from_pretrained`` continues a checkpoint."""
-        raise NotImplementedError
-
     def build_model(self, config) -> nn.Module:
-        """A freshly initialised model for this objective."""
-        return self.model_class()(config)
+        """A freshly initialised model for this objective, of ``config``'s family."""
+        return family_of(config).heads[self.head_kind](config)
 
-    def load_model(self, path) -> nn.Module:
-        """Continue pre-training a saved model (``--init-from``)."""
-        return self.model_class().from_pretrained(path)
+    def load_model(self, source: ModelDir | str | os.PathLike, **overrides: Any) -> nn.Module:
+        """Continue pre-training a saved model (``--init-from``); ``overrides`` set config fields. A family this
+        objective cannot train is a ConfigError listing the objectives that would."""
+        from bertforge.objectives import objectives_for
+
+        source = ModelDir.read(source)
+        family = source.family
+        if self.head_kind not in family.heads:
+            raise ConfigError(f"{source.path} holds a {family.name} model, and the {self.name} objective does not "
+                              f"train it: its weights do not carry over", hint=f"objectives for a {family.name} "
+                              f"model: {', '.join(objectives_for(family)) or 'none (bertforge does not pre-train it)'}")
+        return family.heads[self.head_kind].from_pretrained(source.path, **overrides)
 
     def configure(self, model: nn.Module) -> None:
         """Freeze what no loss of this objective reaches (DDP requires every trained weight to get a gradient)."""

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from bertforge.model.registry import BILM, family_of
 from bertforge.objectives.base import Objective, packed_inputs
 
 
@@ -16,7 +17,7 @@ class BidirectionalLM(Objective):
     pieces: list[str] = field(default_factory=list)  # the vocabulary, for the pieces' character table
 
     name: ClassVar[str] = "bilm"
-    family: ClassVar[str] = "elmo"
+    head_kind: ClassVar[str] = BILM
     loss_names: ClassVar[tuple[str, ...]] = ("forward", "backward")
 
     @classmethod
@@ -24,13 +25,8 @@ class BidirectionalLM(Objective):
         vocab = tokenizer.vocab
         return super().from_args(tokenizer, args, pieces=sorted(vocab, key=vocab.__getitem__), **fields)
 
-    def model_class(self) -> type:
-        from bertforge.model.elmo.pieces import ElmoPieceLM
-
-        return ElmoPieceLM
-
     def build_model(self, config) -> nn.Module:
-        return self.model_class()(config, self.pieces)
+        return family_of(config).heads[self.head_kind](config, self.pieces)
 
     def make_batch(self, rows, indices, epoch):
         return packed_inputs(rows, self.special.pad)

@@ -19,6 +19,8 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import ConfigError
+from bertforge.model.directory import ModelDir
+from bertforge.model.registry import REPLACED_TOKEN, family_of
 from bertforge.objectives.mlm import MaskedLM
 
 SAMPLING_STREAM = 2  # the instance generator's extra key for the sampling uniforms (the masks use none, SOP 1)
@@ -30,7 +32,7 @@ class ReplacedTokenDetection(MaskedLM):
     disc_weight: float = 50.0  # lambda: the weight of the discriminator's loss
 
     name: ClassVar[str] = "electra"
-    family: ClassVar[str] = "electra"
+    head_kind: ClassVar[str] = REPLACED_TOKEN
     loss_names: ClassVar[tuple[str, ...]] = ("mlm", "weighted_rtd")  # weighted_rtd = disc_weight x BCE
 
     def __post_init__(self) -> None:
@@ -44,25 +46,16 @@ class ReplacedTokenDetection(MaskedLM):
     def from_args(cls, tokenizer, args, **fields):
         return super().from_args(tokenizer, args, generator_size=args.generator_size, **fields)
 
-    def model_class(self) -> type:
-        from bertforge.model.electra import ElectraPair
-
-        return ElectraPair
-
     def build_model(self, config) -> nn.Module:
-        return self.model_class()(config, self.generator_size)
+        return family_of(config).heads[self.head_kind](config, self.generator_size)
 
-    def load_model(self, path, **overrides) -> nn.Module:
+    def load_model(self, source, **overrides) -> nn.Module:
         """Continue an ELECTRA run's model directory (the discriminator, its generator in ``generator/``);
         ``overrides`` set config fields of both."""
-        from bertforge.model.families import model_type
-
-        family = model_type(path)
-        if family != "electra":
-            raise ConfigError(f"{path} holds a {family} model, and the electra objective continues an ELECTRA model "
-                              "directory (a discriminator and its generator/, as an electra run writes them)",
-                              hint=f"objectives for a {family} model: {_objectives_of(family)}")
-        return self.model_class().from_pretrained(path, self.generator_size, **overrides)
+        source = ModelDir.read(source)
+        if self.head_kind not in source.family.heads:
+            return super().load_model(source)  # the error that lists what would train it
+        return source.family.heads[self.head_kind].from_pretrained(source.path, self.generator_size, **overrides)
 
     def configure(self, model: nn.Module) -> None:
         pass  # every weight gets a gradient: the generator from the MLM loss, the discriminator from RTD
@@ -97,11 +90,3 @@ class ReplacedTokenDetection(MaskedLM):
         rtd = out.rtd_loss.item() * n
         return {**self._mlm_sums(out, batch), "weighted_rtd_loss": (self.disc_weight * rtd, n), "rtd_loss": (rtd, n),
                 "rtd_accuracy": (right, n), "replaced_share": (out.rtd_labels[real].sum().item(), n)}
-
-
-def _objectives_of(family: str) -> str:
-    """The objectives that train ``family``, for a hint."""
-    from bertforge.objectives import OBJECTIVES
-
-    names = [name for name, objective in OBJECTIVES.items() if objective.family == family]
-    return ", ".join(names) or "none (bertforge does not pre-train it)"

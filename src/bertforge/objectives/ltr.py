@@ -9,26 +9,23 @@ from typing import ClassVar
 from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
+from bertforge.model.registry import CAUSAL_LM
 from bertforge.objectives.base import Objective, packed_inputs
 
 
 @dataclass
 class LeftToRight(Objective):
     name: ClassVar[str] = "ltr"
+    head_kind: ClassVar[str] = CAUSAL_LM
     loss_names: ClassVar[tuple[str, ...]] = ("ltr",)
-
-    def model_class(self) -> type:
-        from bertforge.model import BertLMHeadModel
-
-        return BertLMHeadModel
 
     @classmethod
     def adapt_config(cls, config) -> None:
         config.is_decoder = True
 
-    def load_model(self, path) -> nn.Module:
+    def load_model(self, source, **overrides) -> nn.Module:
         """A bidirectional checkpoint continues as a left-to-right one (its attention becomes causal)."""
-        return self.model_class().from_pretrained(path, is_decoder=True)
+        return super().load_model(source, **{"is_decoder": True, **overrides})
 
     def make_batch(self, rows, indices, epoch):
         batch = packed_inputs(rows, self.special.pad)

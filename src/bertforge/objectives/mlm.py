@@ -1,5 +1,10 @@
 """Masked language modelling (BERT's MLM, Google's masking rules), alone on packed text ("No NSP",
-RoBERTa's FULL-SENTENCES) or with next-sentence prediction on sentence pairs (the original BERT)."""
+RoBERTa's FULL-SENTENCES) or with next-sentence prediction on sentence pairs (the original BERT).
+
+The model is the family's (``model/registry.py``): its masked-LM head for MLM alone (BERT's BertForPreTraining,
+ModernBERT's ModernBertForMaskedLM), its pre-training head for MLM with a sentence-pair task. Either returns
+``mlm_loss`` and ``prediction_logits`` (N, V) at the N labelled positions, in row-major order.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.data.masking import continuation_mask, mask_tokens
+from bertforge.model.registry import MASKED_LM, PRETRAINING, family_of
 from bertforge.objectives.base import Objective, instance_generator, packed_inputs
 
 
@@ -39,16 +45,14 @@ class MaskedLM(Objective):
     is_continuation: np.ndarray | None = None  # (V,) bool, for whole-word masking
 
     name: ClassVar[str] = "mlm"
+    head_kind: ClassVar[str] = MASKED_LM
     loss_names: ClassVar[tuple[str, ...]] = ("mlm",)
 
-    def model_class(self) -> type:
-        from bertforge.model import BertForPreTraining
-
-        return BertForPreTraining
-
     def configure(self, model: nn.Module) -> None:
-        model.bert.pooler.requires_grad_(False)  # no loss reaches the pooler and the NSP head
-        model.cls.seq_relationship.requires_grad_(False)
+        unused = family_of(model.config).masked_lm_unused  # BERT's pooler and NSP head: no loss reaches them
+        for name, param in model.named_parameters():
+            if name.startswith(unused):
+                param.requires_grad_(False)
 
     @classmethod
     def from_args(cls, tokenizer, args, **fields):
@@ -75,9 +79,9 @@ class MaskedLM(Objective):
     def counts(self, batch):
         return {"mlm": int((batch["labels"] != IGNORE_INDEX).sum())}
 
-    def _forward(self, model, batch):
-        return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], labels=batch["labels"],
-                     next_sentence_label=batch.get("next_sentence_label"))
+    def _forward(self, model, batch, **pair_labels):
+        return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                     attention_mask=batch["attention_mask"], labels=batch["labels"], **pair_labels)
 
     def losses(self, model, batch):
         return {"mlm": self._forward(model, batch).mlm_loss}
@@ -103,11 +107,15 @@ class MaskedLMWithNSP(MaskedLM):
     half of the time (Google's instances); the NSP head reads the pooled [CLS] vector."""
 
     name: ClassVar[str] = "mlm+nsp"
+    head_kind: ClassVar[str] = PRETRAINING
     pairs: ClassVar[str | None] = "random-next"
     loss_names: ClassVar[tuple[str, ...]] = ("mlm", "nsp")
 
     def configure(self, model):
         pass
+
+    def _forward(self, model, batch):
+        return super()._forward(model, batch, next_sentence_label=batch["next_sentence_label"])
 
     def make_batch(self, rows, indices, epoch):
         batch = super().make_batch(rows, indices, epoch)
@@ -162,8 +170,7 @@ class MaskedLMWithSOP(MaskedLMWithNSP):
         return {"mlm": int((batch["labels"] != IGNORE_INDEX).sum()), "sop": len(batch["input_ids"])}
 
     def _forward(self, model, batch):
-        return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], labels=batch["labels"],
-                     next_sentence_label=batch["sentence_order_label"])
+        return MaskedLM._forward(self, model, batch, next_sentence_label=batch["sentence_order_label"])
 
     def losses(self, model, batch):
         out = self._forward(model, batch)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
-from bertforge.errors import UsageError
+from bertforge.model.registry import PERMUTATION_LM
 from bertforge.objectives.base import Objective, instance_generator, packed_inputs
 
 
@@ -25,26 +24,12 @@ class PermutationLM(Objective):
     k: int = 6  # predict the last 1/K of each order (XLNet's partial prediction)
 
     name: ClassVar[str] = "plm"
-    family: ClassVar[str] = "xlnet"
+    head_kind: ClassVar[str] = PERMUTATION_LM
     loss_names: ClassVar[tuple[str, ...]] = ("plm",)
 
     @classmethod
     def from_args(cls, tokenizer, args, **fields):
         return super().from_args(tokenizer, args, k=args.plm_k, **fields)
-
-    def model_class(self) -> type:
-        from bertforge.model.xlnet import XLNetLMHeadModel
-
-        return XLNetLMHeadModel
-
-    def load_model(self, path) -> nn.Module:
-        from bertforge.model.families import model_type
-
-        if model_type(path) != "xlnet":
-            raise UsageError(f"{path} holds a {model_type(path)} model, and --objective plm trains XLNet (relative "
-                             "attention, two streams): its weights do not carry over", flag="--init-from",
-                             hint="start from an XLNet checkpoint, or leave out --init-from")
-        return super().load_model(path)
 
     def make_batch(self, rows, indices, epoch):
         from bertforge.model.xlnet import sample_permutation

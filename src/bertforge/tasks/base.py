@@ -18,14 +18,11 @@ from bertforge.data.options import DataOptions
 from bertforge.tokenization import BertTokenizer
 
 
-# Where each family's task heads live (their class names follow transformers': BertFor..., XLNetFor...).
-HEAD_MODULES = {"bert": "bertforge.model", "xlnet": "bertforge.model.xlnet", "electra": "bertforge.model.electra"}
-
 class Task:
     """Defaults shared by the families; each family's module fills in what differs."""
 
     name: str
-    heads: dict[str, str]  # model family -> the name of its head class for this task (see ``head_class``)
+    head_kind: str  # the head it needs (model/registry.py): each model family's class for it, or TaskModel's layer
     selection_metric: str  # the dev metric that picks the best epoch and seed
     has_labels = True  # a label vocabulary (id2label) is learned from the training data
     input_fields: tuple[str, ...] = ("text",)  # the JSON fields of one prediction input
@@ -33,14 +30,14 @@ class Task:
     @property
     def head(self) -> type:
         """The BERT head class of this task."""
-        return self.head_class("bert")
+        from bertforge.model.registry import get_family
 
-    def head_class(self, family: str) -> type:
-        """The head class for a model family ("bert", "xlnet", "electra"); ELMo and the feature-based / +BiLSTM
-        variants of every family use ``model.task_model.TaskModel`` instead."""
-        import importlib
+        return get_family("bert").heads[self.head_kind]
 
-        return getattr(importlib.import_module(HEAD_MODULES[family]), self.heads[family])
+    def describes(self, settings: dict[str, Any]) -> bool:
+        """Whether a head fine-tuned elsewhere, of this task's head kind, with config.json ``settings``
+        (problem_type...), was fine-tuned for this task."""
+        return True
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from bertforge import metrics
 from bertforge.data import readers
 from bertforge.data.examples import ChoiceExample
 from bertforge.errors import DataFormatError
+from bertforge.model.registry import CHOICE
 from bertforge.tasks.base import Task
 from bertforge.tasks.features import EncodedTexts, Feature, check_max_length, pack, truncated_lengths
 from bertforge.tokenization import BertTokenizer
@@ -47,8 +48,7 @@ def encode_choices(tokenizer: BertTokenizer, examples: Sequence[ChoiceExample], 
 
 class ChoiceTask(Task):
     name, selection_metric, has_labels = "choice", "accuracy", False
-    heads = {"bert": "BertForMultipleChoice", "xlnet": "XLNetForMultipleChoice",
-             "electra": "ElectraForMultipleChoice"}
+    head_kind = CHOICE
     input_fields = ("context", "endings")
 
     def read(self, path, opts):

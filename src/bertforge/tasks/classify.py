@@ -14,6 +14,7 @@ from bertforge import metrics
 from bertforge.data import readers
 from bertforge.data.examples import TextExample
 from bertforge.errors import DataFormatError
+from bertforge.model.registry import SEQUENCE
 from bertforge.tasks.base import Task, id2label
 from bertforge.tasks.features import EncodedTexts, Feature, check_max_length, pack, truncated_lengths
 from bertforge.data.options import DataOptions
@@ -85,15 +86,19 @@ def encode_text(tokenizer: BertTokenizer, examples: Sequence[TextExample], label
         features.append(Feature(ids, types, _text_label(example, label2id, regression), i))
     return EncodedTexts(features, truncated)
 
+REGRESSION = "regression"  # transformers' problem_type of a one-output regression head
+
 
 class ClassifyTask(Task):
     name, selection_metric = "classify", "accuracy"
-    heads = {"bert": "BertForSequenceClassification", "xlnet": "XLNetForSequenceClassification",
-             "electra": "ElectraForSequenceClassification"}
+    head_kind = SEQUENCE
     input_fields = ("text", "text_pair")
 
     def read(self, path, opts):
         return read_text_examples(path, opts, regression=False)
+
+    def describes(self, settings):
+        return settings.get("problem_type") != REGRESSION
 
     def input_example(self, record, line, key, path, lineno, opts):
         if record is None:
@@ -135,11 +140,14 @@ class RegressTask(ClassifyTask):
     def read(self, path, opts):
         return read_text_examples(path, opts, regression=True)
 
+    def describes(self, settings):
+        return settings.get("problem_type") == REGRESSION
+
     def label_names(self, examples):
         return ["score"]
 
     def model_settings(self, labels, train_examples):
-        return {"num_labels": 1, "problem_type": "regression", "id2label": {"0": "score"}}
+        return {"num_labels": 1, "problem_type": REGRESSION, "id2label": {"0": "score"}}
 
     def encode(self, tokenizer, examples, label2id, opts):
         return encode_text(tokenizer, examples, None, opts.max_length, regression=True).features

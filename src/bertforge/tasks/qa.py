@@ -16,6 +16,7 @@ import torch
 from bertforge.data.examples import QAExample
 from bertforge.data.squad import Span, best_spans, choose_answer, null_score, read_squad, squad_evaluate
 from bertforge.errors import DataFormatError
+from bertforge.model.registry import SPAN
 from bertforge.tasks.base import Task
 from bertforge.tasks.features import Feature, max_context, pack
 from bertforge.tokenization import BertTokenizer
@@ -171,8 +172,7 @@ def decode_qa(examples: Sequence[QAExample], windows: Sequence[QAWindow], start_
 
 class QATask(Task):
     name, selection_metric, has_labels = "qa", "f1", False
-    heads = {"bert": "BertForQuestionAnswering", "xlnet": "XLNetForQuestionAnsweringSimple",
-             "electra": "ElectraForQuestionAnswering"}
+    head_kind = SPAN
     input_fields = ("question", "context")
 
     def read(self, path, opts):

@@ -19,6 +19,7 @@ from bertforge.data.peoples_daily import TOKEN as PD_TOKEN
 from bertforge.data.peoples_daily import read_peoples_daily
 from bertforge.errors import DataFormatError
 from bertforge.io.jsonl import read_jsonl
+from bertforge.model.registry import TOKEN
 from bertforge.tasks.base import Task, id2label
 from bertforge.tasks.features import Feature, check_max_length, max_context
 from bertforge.tokenization import BertTokenizer
@@ -215,8 +216,7 @@ def read_tagged_jsonl(path: str | Path, encoding: str = "utf-8") -> list[TaggedS
 
 class TagTask(Task):
     name, selection_metric = "tag", "f1"
-    heads = {"bert": "BertForTokenClassification", "xlnet": "XLNetForTokenClassification",
-             "electra": "ElectraForTokenClassification"}
+    head_kind = TOKEN
     input_fields = ("words",)
 
     def read(self, path, opts):

@@ -29,12 +29,14 @@ from bertforge.data.prepare import PrepareSettings, prepare
 from bertforge.data.pretraining_data import InstanceStore, PretrainingBatches, eval_batches
 from bertforge.errors import CheckpointError, DataFormatError, UsageError, require_file
 from bertforge.io.atomic import atomic_dir, atomic_write_text
-from bertforge.model.families import model_type, preset_config, read_config
-from bertforge.objectives import OBJECTIVES, Objective
+from bertforge.model.directory import ModelDir
+from bertforge.model.registry import get_family, read_config_file
+from bertforge.objectives import OBJECTIVES, Objective, families_for, objectives_for
 from bertforge.objectives.count_lm import CountLM
 from bertforge.tokenization import BertTokenizer
-from bertforge.train.checkpoint import (capture_rng_state, checkpoint_step, latest_checkpoint, load_checkpoint,
-                                        read_run_config, restore_rng_state, save_checkpoint, save_model_dir)
+from bertforge.train.checkpoint import (capture_rng_state, check_resumable, checkpoint_step, latest_checkpoint,
+                                        load_checkpoint, read_run_config, restore_rng_state, save_checkpoint,
+                                        save_model_dir)
 from bertforge.train.flops import step_flops
 from bertforge.train.logs import MetricsLog, Throughput, plot_curves, read_metrics
 from bertforge.train.optim import build_optimizer
@@ -183,29 +185,38 @@ class PretrainRecipe:
         return OBJECTIVES[self.args.objective].from_args(self.tokenizer, self.args)
 
     def _model_config(self):
-        """The model's configuration (in the objective's model family), checked against the flags before
-        any data is prepared."""
-        args, family = self.args, OBJECTIVES[self.args.objective].family
+        """The model's configuration (in the family --arch, --init-from or --config names, which the objective must
+        train), checked against the flags before any data is prepared."""
+        args, trained = self.args, families_for(self.args.objective)
         if args.init_from or args.config:
-            path = Path(args.init_from) / "config.json" if args.init_from else args.config
-            kind = model_type(path)
-            if kind != family:
-                works = [name for name, objective in OBJECTIVES.items() if objective.family == kind]
-                raise UsageError(f"{path} describes a {kind} model, and --objective {args.objective} "
-                                 f"trains {family}", flag="--init-from" if args.init_from else "--config",
-                                 hint=f"objectives for a {kind} model: "
+            flag = "--init-from" if args.init_from else "--config"
+            if args.init_from:
+                source = self.init_source = ModelDir.read(args.init_from)
+                path, family, config = source.path / "config.json", source.family, source.config
+            else:
+                path, (family, config) = args.config, read_config_file(args.config)
+            if family not in trained:
+                works = objectives_for(family)
+                raise UsageError(f"{path} describes a {family.name} model, and --objective {args.objective} "
+                                 f"trains {' or '.join(f.name for f in trained)}", flag=flag,
+                                 hint=f"objectives for a {family.name} model: "
                                       f"{', '.join(works) or 'none (bertforge does not pre-train it)'}")
-            config = read_config(path)
+            if args.arch not in (None, family.name):
+                raise UsageError(f"{path} describes a {family.name} model, not {args.arch}", flag="--arch",
+                                 hint=f"leave out --arch, or pass --arch {family.name}")
         else:
-            config = preset_config(family, args.preset)
+            family = get_family(args.arch) if args.arch else trained[0]
+            config = family.preset(args.preset)
+        self.family = family
         if args.init_from:
             return self._init_config(config)
         if args.dropout is not None:
-            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
-                if hasattr(config, name):
-                    setattr(config, name, args.dropout)
+            for name in family.dropout_fields:
+                setattr(config, name, args.dropout)
         OBJECTIVES[args.objective].adapt_config(config)
-        positions = getattr(config, "max_position_embeddings", None)  # XLNet and ELMo have no position table
+        for name, value in family.pretrain_config.items():
+            setattr(config, name, value)
+        positions = family.max_positions(config)  # XLNet and ELMo have no position table
         if positions is not None and positions < args.seq_len:
             raise UsageError(f"{args.seq_len} exceeds the model's max_position_embeddings ({positions})",
                              flag="--seq-len")
@@ -220,13 +231,15 @@ class PretrainRecipe:
         if hasattr(config, "is_decoder"):
             config.is_decoder = False  # a BERT config's default; the left-to-right objective sets it again
         OBJECTIVES[args.objective].adapt_config(config)
+        for name, value in self.family.pretrain_config.items():
+            setattr(config, name, value)
         after = config.to_dict()
         self.init_overrides = {k: v for k, v in after.items() if before.get(k) != v}
         if self.init_overrides and self.rt.main:
             print(f"--init-from {args.init_from}: for --objective {args.objective}, " + ", ".join(
                 f"{k} {json.dumps(before.get(k))} -> {json.dumps(v)}" for k, v in self.init_overrides.items()),
                 flush=True)
-        positions = getattr(config, "max_position_embeddings", None)
+        positions = self.family.max_positions(config)
         if positions is not None and positions < args.seq_len:
             raise UsageError(f"{args.seq_len} exceeds the --init-from model's max_position_embeddings ({positions})",
                              flag="--seq-len")
@@ -235,9 +248,7 @@ class PretrainRecipe:
     def _build_model(self, config) -> torch.nn.Module:
         args, tokenizer = self.args, self.tokenizer
         if args.init_from:
-            overrides = getattr(self, "init_overrides", None)
-            model = (self.objective.model_class().from_pretrained(args.init_from, **overrides) if overrides
-                     else self.objective.load_model(args.init_from))
+            model = self.objective.load_model(self.init_source, **self.init_overrides)
             if model.config.vocab_size != tokenizer.vocab_size:
                 raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint has "
                                  f"vocab_size {model.config.vocab_size}", flag="--init-from",
@@ -257,10 +268,6 @@ class PretrainRecipe:
         model_config = {k: v for k, v in config.to_dict().items() if k != "architectures"}
         return {**fixed, "world_size": self.rt.world, **{f"model.{k}": v for k, v in model_config.items()}}
 
-    def _changes(self, saved: dict, current: dict, ignore: set[str] = frozenset()) -> list[str]:
-        return [f"{_flag(key)} was {saved.get(key)!r} and is {current.get(key)!r} now"
-                for key in sorted(set(saved) | set(current)) if key not in ignore and saved.get(key) != current.get(key)]
-
     def _check_resume(self, config) -> None:
         """Refuse, before any work, to resume a run whose settings changed (naming each flag)."""
         latest = latest_checkpoint(self.ckpt_dir)
@@ -272,11 +279,8 @@ class PretrainRecipe:
                                   f"{done} steps already done", hint=f"pass --max-steps {done} or more, or another "
                                   "--out for a new run")
         # The vocabulary is known once the tokenizer is loaded; _resume checks it.
-        changed = self._changes(read_run_config(latest), self._run_config(config),
-                                ignore={"model.vocab_size", "model.pad_token_id"})
-        if changed:
-            raise CheckpointError(f"cannot resume from {latest}: {'; '.join(changed)}",
-                                  hint="use the original values, or another --out for a new run")
+        check_resumable(latest, read_run_config(latest), self._run_config(config),
+                        ignore={"model.vocab_size", "model.pad_token_id"})
 
     def _resume(self) -> int:
         self.tokens_seen = 0  # real (unpadded) tokens trained on, over every rank
@@ -284,10 +288,7 @@ class PretrainRecipe:
         if latest is None:
             return 0
         state = load_checkpoint(latest)
-        changed = self._changes(state["run_config"], self.run_config)
-        if changed:
-            raise CheckpointError(f"cannot resume from {latest}: {'; '.join(changed)}",
-                                  hint="use the original values, or another --out for a new run")
+        check_resumable(latest, state["run_config"], self.run_config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -308,14 +309,15 @@ class PretrainRecipe:
         if rt.main:
             atomic_write_text(self.out / "run_config.json",
                               json.dumps(dataclasses.asdict(args), indent=2, default=str))
-            if self.start == 0 and self.held_out:
-                self.log.log(0, **self.evaluate())  # the random-initialisation baseline
-        self.model.train()
         bar = tqdm(total=args.max_steps, initial=self.start, desc="pre-training", unit="step",
                    disable=not rt.main or not args.progress, dynamic_ncols=True)
         step = self.start
         try:
+            # Ctrl-C from here on, the baseline evaluation included, stops after the next step with a checkpoint.
             with rt.interruptible() as stop_requested:
+                if rt.main and self.start == 0 and self.held_out:
+                    self.log.log(0, **self.evaluate())  # the random-initialisation baseline
+                self.model.train()
                 step = self._loop(bar, stop_requested)
         except Interrupted:
             if rt.main:
@@ -396,8 +398,3 @@ class PretrainRecipe:
                           first_eval=evals[0] if evals else None, final_eval=evals[-1] if evals else None)
         self.rt.barrier()
         return result
-
-
-def _flag(key: str) -> str:
-    """A run-config key in the user's terms: the flag for a setting, the config field for the model."""
-    return key if key.startswith("model.") or key == "world_size" else "--" + key.replace("_", "-")

@@ -8,15 +8,25 @@ import importlib.util
 from dataclasses import dataclass, field
 
 from bertforge.config import PRESETS
+from bertforge.data.corpus import FORMATS
 from bertforge.errors import UsageError
 from bertforge.options import check, option
 from bertforge.data.options import DataOptions
 
-# The registry is bertforge.objectives.OBJECTIVES (it imports torch); the model family each one trains.
-OBJECTIVE_FAMILY = {"mlm+nsp": "bert", "mlm": "bert", "mlm+sop": "bert", "ltr": "bert", "plm": "xlnet", "bilm": "elmo",
-                    "electra": "electra"}
-OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILY)
-ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra"}
+# Torch-free copies of the registries, which import torch (the command line reads these without it);
+# tests/test_registry.py checks that they equal what the registries say.
+# bertforge.objectives.OBJECTIVES: the families each objective trains (bertforge.objectives.families_for), the
+# first one the default; and the objectives the masking flags shape (the masked-LM ones).
+OBJECTIVE_FAMILIES = {"mlm+nsp": ("bert",), "mlm": ("bert", "modernbert"), "mlm+sop": ("bert",), "ltr": ("bert",),
+                      "plm": ("xlnet",), "bilm": ("elmo",), "electra": ("electra",)}
+OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILIES)
+MASKED_OBJECTIVES = ("mlm+nsp", "mlm", "mlm+sop", "electra")
+NSP_OBJECTIVE, NO_NSP_OBJECTIVE = "mlm+nsp", "mlm"  # --nsp (the default) and --no-nsp, the paper's "No NSP"
+# bertforge.model.registry.FAMILIES: what `pretrain --arch NAME` trains (ModelFamily.default_objective).
+ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra", "modernbert": "mlm"}
+DEFAULT_ARCH = "bert"
+# Google's BERT sizes, and ModernBERT's own (bertforge.model.modernbert.config.MODERNBERT_PRESETS).
+PRESET_NAMES = (*PRESETS, "modernbert-base", "modernbert-large")
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
 FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.task_model.FEATURES
 OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
@@ -40,6 +50,8 @@ class RunSettings:
     weight_decay: float = option(0.01, "AdamW/LAMB weight decay (not on biases and LayerNorm)", min=0,
                                  group="optimisation")
     clip_norm: float = option(1.0, "clip the gradient norm to this", above=0, group="optimisation")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS, group="optimisation")
+    schedule: str = option("linear", "learning-rate decay after warm-up", choices=SCHEDULES, group="optimisation")
     amp: str = option("auto", "mixed precision on CUDA (CPU always trains in fp32)", choices=AMP,
                       group="optimisation")
     max_non_finite: int = option(10, "stop after this many non-finite losses in a row", min=0,
@@ -69,26 +81,27 @@ class PretrainArgs(RunSettings):
     corpus: list[str] = option([], "text files: Google format, one document a line, JSONL, wiki XML, People's "
                                "Daily; .gz/.bz2 read transparently", metavar="PATH")
     out: str = option("", "run directory: tokenizer, data, checkpoints, logs, model")
-    format: str = option("auto", "corpus format (default: detect per file)",
-                         choices=("auto", "google", "lines", "jsonl", "wiki", "peoples-daily"))
+    format: str = option("auto", "corpus format (default: detect per file)", choices=("auto", *FORMATS))
     tokenizer: str | None = option(None, "an existing tokenizer directory (vocab.txt); default: train one",
                                    group="vocabulary")
     vocab_size: int = option(8000, "size of the vocabulary to train", min=16, max=1_000_000, group="vocabulary")
     lowercase: bool = option(True, "keep case (cased model)", negate="--no-lowercase", group="vocabulary")
-    preset: str = option("mini", "Google's BERT size", choices=tuple(PRESETS), group="model")
+    preset: str = option("mini", "Google's BERT size (any family), or ModernBERT's own", choices=PRESET_NAMES,
+                         group="model")
     config: str | None = option(None, "a config.json instead of a preset", group="model")
     init_from: str | None = option(None, "continue pre-training from this model directory", group="model")
     dropout: float | None = option(None, "override both dropout probabilities", min=0, below=1, group="model")
     objective: str | None = option(None, "mlm+nsp: masked LM with next-sentence prediction on sentence pairs "
-                                   "(BERT; the default); mlm: masked LM alone on packed text (No NSP); mlm+sop: masked LM with "
-                                   "ALBERT's sentence-order prediction on consecutive pairs; ltr: "
+                                   "(BERT; the default); mlm: masked LM alone on packed text (No NSP; BERT or "
+                                   "ModernBERT); mlm+sop: masked LM with ALBERT's sentence-order prediction on "
+                                   "consecutive pairs; ltr: "
                                    "left-to-right LM with a causal mask (GPT); plm: permutation LM (XLNet); bilm: "
                                    "forward and backward LSTM LMs (ELMo); electra: replaced-token detection "
                                    "against a small masked-LM generator (ELECTRA)", choices=OBJECTIVE_NAMES,
                                    group="objective")
     arch: str | None = option(None, "model family, where the objective does not imply it: bert (default), "
-                              "xlnet (plm), elmo (bilm), electra (electra)", choices=tuple(ARCH_DEFAULT_OBJECTIVE),
-                              group="objective")
+                              "xlnet (plm), elmo (bilm), electra (electra), modernbert (mlm)",
+                              choices=tuple(ARCH_DEFAULT_OBJECTIVE), group="objective")
     nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
                        negate="--no-nsp", group="objective")
     plm_k: int = option(6, "--objective plm: predict the last 1/K of each factorisation order", min=1, max=100,
@@ -118,8 +131,6 @@ class PretrainArgs(RunSettings):
                                      "steps' batches (train/flops.py), so objectives compare at equal compute",
                                      above=0, max=1e30, group="optimisation")
     warmup_steps: int = option(100, "linear warm-up steps", min=0, max=MAX_STEPS, group="optimisation")
-    schedule: str = option("linear", "learning-rate decay after warm-up", choices=SCHEDULES, group="optimisation")
-    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS, group="optimisation")
     seed: int = option(12345, "seed of data order, masks and initialisation", min=0, group="optimisation")
     save_every: int = option(200, "steps between checkpoints", min=1, max=MAX_STEPS, group="logging and checkpoints")
     keep_last: int = option(2, "checkpoints kept", min=1, group="logging and checkpoints")
@@ -144,24 +155,27 @@ class PretrainArgs(RunSettings):
         check(self)
         check_report_to(self.report_to)
         if not self.nsp:  # --no-nsp is --objective mlm
-            if self.objective not in (None, "mlm"):
+            if self.objective not in (None, NO_NSP_OBJECTIVE):
                 raise UsageError(f"contradicts --objective {self.objective}", flag="--no-nsp")
-            self.objective = "mlm"
+            self.objective = NO_NSP_OBJECTIVE
         if self.objective is None:
-            self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or "bert"]
-        family = OBJECTIVE_FAMILY[self.objective]
-        if self.arch is not None and self.arch != family:
-            raise UsageError(f"--objective {self.objective} trains {family}, not {self.arch}", flag="--arch",
-                             hint=f"leave out --arch, or use --objective {ARCH_DEFAULT_OBJECTIVE[self.arch]}")
-        self.arch, self.nsp = family, self.objective == "mlm+nsp"
+            self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or DEFAULT_ARCH]
+        families = OBJECTIVE_FAMILIES[self.objective]
+        if self.arch is not None and self.arch not in families:
+            works = [name for name, trained in OBJECTIVE_FAMILIES.items() if self.arch in trained]
+            raise UsageError(f"--objective {self.objective} trains {' or '.join(families)}, not {self.arch}",
+                             flag="--arch", hint=f"for --arch {self.arch} use --objective {' or '.join(works)}, "
+                                                 "or leave out --arch")
+        self.nsp = self.objective == NSP_OBJECTIVE
         shares = self.mask_mix.split(",")
         if len(shares) != 3 or not all(x.strip().isdigit() for x in shares) or sum(map(int, shares)) != 100:
             raise UsageError(f"expected three whole percentages that sum to 100, got {self.mask_mix!r}",
                              flag="--mask-mix", hint="e.g. 80,10,10 (the default) or 100,0,0")
         masking = [flag for flag, used in (("--whole-word-mask", self.whole_word_mask), ("--mask-spans", self.mask_spans),
                                            ("--mask-mix", self.mask_mix != "80,10,10")) if used]
-        if masking and not self.objective.startswith("mlm"):
-            raise UsageError(f"is for the masked-LM objectives, not {self.objective}", flag=masking[0])
+        if masking and self.objective not in MASKED_OBJECTIVES:
+            raise UsageError(f"is for the masked-LM objectives ({', '.join(MASKED_OBJECTIVES)}), not "
+                             f"{self.objective}", flag=masking[0])
         if not self.corpus:
             raise UsageError("at least one corpus file is required", flag="--corpus")
         if not self.out:
@@ -202,10 +216,23 @@ class FinetuneArgs(RunSettings):
                                    "carries label information (SNLI's neutral hypotheses are longer)",
                                    group="optimisation")
     log_every: int = option(20, "steps between log records", min=1, max=MAX_STEPS, group="logging and checkpoints")
+    save_every: int | None = option(None, "also save a checkpoint every N steps (one is saved after every epoch); "
+                                    "the same command again resumes from the newest", min=1, max=MAX_STEPS,
+                                    group="logging and checkpoints")
+    keep_last: int = option(2, "checkpoints kept", min=1, group="logging and checkpoints")
+
+    # Fields that must not change when a run is resumed (with the data options and the number of processes).
+    RESUME_FIXED = ("task", "model", "train", "dev", "test", "epochs", "batch_size", "grad_accum", "lr",
+                    "weight_decay", "clip_norm", "warmup", "optimizer", "schedule", "dropout", "seeds",
+                    "max_train_examples", "freeze_encoder", "head_bilstm", "features", "ignore_mismatched_sizes",
+                    "group_by_length")
 
     def __post_init__(self) -> None:
         check(self)
         check_report_to(self.report_to)
+        twice = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if twice:
+            raise UsageError(f"seed {twice[0]} is given twice", flag="--seeds")
         for flag, value in (("--model", self.model), ("--train", self.train), ("--dev", self.dev),
                             ("--out", self.out)):
             if not value:

@@ -34,6 +34,15 @@ class MaskedLMOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
+    # BertForPreTraining's names for the same two, which the masked-LM objective and fill-mask read.
+    @property
+    def mlm_loss(self) -> torch.Tensor | None:
+        return self.loss
+
+    @property
+    def prediction_logits(self) -> torch.Tensor | None:
+        return self.logits
+
 
 class ModernBertPredictionHead(nn.Module):
     """dense -> activation -> LayerNorm, before the decoder or a classifier."""
