@@ -101,6 +101,8 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
     "finetune --compile": "tests/train/test_finetune.py",
     "finetune --dropout": "tests/train/test_finetune.py",
     "finetune --ignore-mismatched-sizes": "tests/train/test_finetune.py",
+    **{f"finetune {f}": "tests/train/test_finetune_resume.py" for f in (
+        "--optimizer", "--schedule", "--save-every", "--keep-last")},
     **{f"{c} {f}": "tests/cli/test_commands.py" for c in ("evaluate", "predict") for f in (
         "--model", "--format", "--encoding", "--scheme", "--max-length", "--doc-stride")},
     "evaluate --data": "tests/cli/test_commands.py",

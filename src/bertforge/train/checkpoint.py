@@ -231,6 +231,22 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return _load_trainer_state(path, _read_manifest(path), "cpu").get("run_config", {})
 
 
+def check_resumable(path: Path, saved: dict[str, Any], current: dict[str, Any],
+                    ignore: set[str] = frozenset()) -> None:
+    """Refuse to resume from the checkpoint at ``path`` if the run's settings (``run_config``) changed since it was
+    saved: one CheckpointError naming each changed setting by its flag (or model config field), old and new value."""
+    changed = [f"{_flag(key)} was {saved.get(key)!r} and is {current.get(key)!r} now"
+               for key in sorted(set(saved) | set(current)) if key not in ignore and saved.get(key) != current.get(key)]
+    if changed:
+        raise CheckpointError(f"cannot resume from {path}: {'; '.join(changed)}",
+                              hint="use the original values, or another --out for a new run")
+
+
+def _flag(key: str) -> str:
+    """A run-config key in the user's terms: the flag for a setting, the config field for the model."""
+    return key if key.startswith("model.") or key == "world_size" else "--" + key.replace("_", "-")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The saved ``state`` plus ``step``: ``model`` as a dict of tensors (tied names restored), the
     rest as saved. Raises ValueError if ``path`` is not a complete checkpoint, CheckpointError if a file's

@@ -1,9 +1,16 @@
 """Fine-tuning: one recipe for every task family, best-on-dev selection, several seeds, mean ± std.
 
 The paper's recipe (§4): all parameters tuned (or, feature-based, the encoder frozen), AdamW with
-10% linear warm-up then linear decay, dropout 0.1, a few epochs; the model kept is the epoch with
-the best dev score. The runtime (devices, DDP through torchrun, AMP, accumulation, clipping, the
-non-finite guard), optimizer, schedule and logs are pre-training's (``train/runtime.py``).
+10% linear warm-up then linear decay (the defaults; LAMB and cosine or constant schedules are there too),
+dropout 0.1, a few epochs; the model kept is the epoch with the best dev score. The runtime (devices, DDP
+through torchrun, AMP, accumulation, clipping, the non-finite guard), optimizers, schedules, checkpoints and
+logs are pre-training's (``train/``).
+
+A run checkpoints after every epoch (and every ``--save-every`` steps) into ``OUT/checkpoints/``; the same
+command again resumes from the newest checkpoint to the weights an uninterrupted run reaches. A checkpoint holds
+where training stands (the seed, the epoch, the next batch of the epoch's order, which is drawn from seed and
+epoch), the model, optimizer, scheduler, RNG and loss-scaler states, the best-on-dev record so far and the
+finished seeds' results. It is numbered by the steps done over all seeds, so the newest is the furthest.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict
@@ -19,49 +27,51 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bertforge.config import BertConfig
 from bertforge.data.batching import bucketed_batches, random_batches
 from bertforge.data.readers import check_labels
-from bertforge.errors import CheckpointError, require_file
+from bertforge.errors import CheckpointError, UsageError, require_file
 from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
 from bertforge.io.atomic import atomic_write_text
-from bertforge.model.families import model_type, read_config
+from bertforge.model.directory import ModelDir
 from bertforge.model.task_model import TaskModel, check_features
 from bertforge.tasks import Task, get_task
 from bertforge.tasks.features import collate
-from bertforge.tokenization import BertTokenizer
-from bertforge.train.checkpoint import save_model_dir
+from bertforge.train.checkpoint import (capture_rng_state, check_resumable, latest_checkpoint, load_checkpoint,
+                                        read_run_config, restore_rng_state, save_checkpoint, save_model_dir)
 from bertforge.train.logs import MetricsLog, Throughput, plot_curves, read_metrics
 from bertforge.train.optim import build_optimizer
-from bertforge.train.runtime import Runtime, Stepper
+from bertforge.train.runtime import DIVERGED_HINT, Diverged, Runtime, Stepper
 from bertforge.train.schedule import build_schedule, warmup_ratio
 from bertforge.train.settings import FinetuneArgs
 
 __all__ = ["FinetuneArgs", "finetune", "load_model", "FinetuneRecipe"]
 
 
-def load_model(task: Task, path: str | Path, labels: list[str], train_examples: list | None = None, *,
+def load_model(task: Task, source: ModelDir | str | Path, labels: list[str], train_examples: list | None = None, *,
                feature_based: bool = False, features: str = "concat-last-4", bilstm: bool = False,
                ignore_mismatched_sizes: bool = False, dropout: float | None = None):
-    """The task's model on the pre-trained model at ``path``, with the task's settings (labels...).
+    """The task's model on the pre-trained model directory ``source``, with the task's settings (labels...).
 
-    BERT and XLNet get their transformers-named heads; ELMo and static word vectors (always frozen, with a
-    BiLSTM task model: the paper's ELMo baseline), ``--freeze-encoder`` and ``--head-bilstm`` get ``TaskModel``."""
-    family = model_type(path)
+    A family's own head for the task (its transformers-named class, ``model/registry.py``); ``TaskModel`` for
+    the families used only frozen (ELMo and static word vectors, with a BiLSTM: the paper's ELMo baseline),
+    ``--freeze-encoder`` and ``--head-bilstm``."""
+    source = ModelDir.read(source)
+    family, path = source.family, source.path
     settings: dict = {"bertforge_task": task.name, **task.model_settings(labels, train_examples or [])}
-    frozen_family = family in ("elmo", "static")
-    if frozen_family or feature_based or bilstm:
+    if family.frozen or feature_based or bilstm:
         settings.pop("num_labels", None)
-        settings.update(features=features if feature_based else "last", frozen=feature_based or frozen_family,
-                        bilstm=bilstm or frozen_family, dropout=0.1 if dropout is None else dropout,
+        settings.update(features=features if feature_based else "last", frozen=feature_based or family.frozen,
+                        bilstm=bilstm or family.frozen, dropout=0.1 if dropout is None else dropout,
                         encoder_dropout=dropout)
-        return TaskModel.for_task(path, settings)
+        return TaskModel.for_task(source, settings, task.head_kind)
+    if task.head_kind not in family.heads:
+        raise UsageError(f"{path} is a {family.name} model, which has no {task.head_kind} head for the {task.name} "
+                         f"task", flag="--model", hint=f"its heads: {', '.join(family.heads)}")
     if dropout is not None:
-        names = ("dropout",) if family == "xlnet" else ("hidden_dropout_prob", "attention_probs_dropout_prob")
-        settings.update({name: dropout for name in names})
+        settings.update({name: dropout for name in family.dropout_fields})
     kwargs = {"ignore_mismatched_sizes": ignore_mismatched_sizes} if "num_labels" in settings else {}
     try:
-        return task.head_class(family).from_pretrained(path, **kwargs, **settings)
+        return family.heads[task.head_kind].from_pretrained(path, **kwargs, **settings)
     except CheckpointError as e:
         if "classifier.weight" not in e.mismatched:
             raise
@@ -76,12 +86,13 @@ GROUP_CHUNK_BATCHES = 50
 
 
 def finetune(args: FinetuneArgs) -> dict:
-    """Fine-tune for each seed; write OUT/model (best seed), eval_results.json, metrics.jsonl."""
+    """Fine-tune for each seed, or resume the run in OUT where it stopped; write OUT/model (best seed),
+    eval_results.json, metrics.jsonl."""
     runtime = Runtime.start(args.amp)
     try:
         recipe = FinetuneRecipe(args, runtime)
         recipe.setup()
-        for seed in args.seeds:
+        for seed in args.seeds[recipe.first_seed:]:
             recipe.run_seed(seed)
         return recipe.finish()
     finally:
@@ -89,24 +100,33 @@ def finetune(args: FinetuneArgs) -> dict:
 
 
 class FinetuneRecipe:
-    """setup (read and encode the data) -> run_seed (train, keep the best dev epoch) per seed -> finish."""
+    """setup (check a resume, read and encode the data) -> run_seed (train, keep the best dev epoch, checkpoint)
+    per seed not finished -> finish."""
 
     def __init__(self, args: FinetuneArgs, runtime: Runtime):
         self.args, self.rt, self.out = args, runtime, Path(args.out)
+        self.ckpt_dir = self.out / "checkpoints"
         self.task = get_task(args.task)
         self.per_seed: dict[int, dict] = {}
         self.best_overall: tuple[float, int] | None = None
+        self.first_seed = 0  # index in args.seeds of the first seed to train (after the finished ones)
+        self.resumed: dict | None = None  # the newest checkpoint's state, until run_seed takes it
 
     def setup(self) -> None:
         args, task, opts = self.args, self.task, self.args.data
         for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
             if path is not None:
                 require_file(path, flag=flag, what="data file")
-        config = read_config(args.model)
+        self.run_config = self._run_config()
+        latest = latest_checkpoint(self.ckpt_dir)
+        if latest is not None:  # before any work: a run whose settings changed is not resumed
+            check_resumable(latest, read_run_config(latest), self.run_config)
+        self.source = ModelDir.read(args.model)
+        config = self.source.config
         check_max_length(opts, config)
-        if args.freeze_encoder and isinstance(config, BertConfig):
+        if args.freeze_encoder and self.source.family.features is not None and not self.source.family.frozen:
             check_features(args.features, True, config.num_hidden_layers)
-        self.tokenizer = BertTokenizer.from_pretrained(args.model)
+        self.tokenizer = self.source.tokenizer
         self.train_examples = task.read(args.train, opts)[:args.max_train_examples]
         self.dev_examples = task.read(args.dev, opts)
         self.test_examples = task.read(args.test, opts) if args.test else None
@@ -117,7 +137,31 @@ class FinetuneRecipe:
                     check_labels(self.labels, task.label_names(examples), path, train_path=args.train)
         label2id = {n: i for i, n in enumerate(self.labels)} if task.has_labels else None
         self.train_feats = task.encode(self.tokenizer, self.train_examples, label2id, opts)
+        self.steps_per_epoch = math.ceil(len(self.train_feats) / (args.batch_size * args.grad_accum * self.rt.world))
         self.log: MetricsLog | None = None  # opened once the first model has loaded: nothing is written before
+        if latest is not None:
+            self._resume(latest)
+
+    def _run_config(self) -> dict:
+        """What a resumed run must share with its checkpoint: the settings that shape the result (paths made
+        absolute), the data options, the number of processes."""
+        fixed = {name: getattr(self.args, name) for name in FinetuneArgs.RESUME_FIXED}
+        fixed.update({name: os.path.abspath(fixed[name]) for name in ("model", "train", "dev", "test") if fixed[name]})
+        return {**fixed, **asdict(self.args.data), "world_size": self.rt.world}
+
+    def _resume(self, latest: Path) -> None:
+        """The finished seeds' results and where training stands, from the newest checkpoint."""
+        state = load_checkpoint(latest)
+        self.per_seed, self.best_overall = state["seeds_done"], state["best_overall"]
+        position = state["position"]
+        self.first_seed, self.resumed = position["seed"], state
+        if not self.rt.main:
+            return
+        if self.first_seed == len(self.args.seeds):
+            print(f"{latest}: every seed has finished; nothing to train", flush=True)
+        else:
+            print(f"resuming from {latest} (seed {self.args.seeds[self.first_seed]}, epoch {position['epoch'] + 1}, "
+                  f"step {position['step']} of {self.steps_per_epoch * self.args.epochs})", flush=True)
 
     def _global_batches(self, seed: int, epoch: int) -> list[list[int]]:
         """Random batches (the encoder skips the padding, ``model/unpadded.py``), or with --group-by-length
@@ -142,32 +186,49 @@ class FinetuneRecipe:
         return {"loss": self.task.loss_items(batch)}
 
     def run_seed(self, seed: int) -> None:
-        """Train one seed for every epoch, scoring dev after each; keep the best epoch's weights."""
+        """Train one seed for every epoch (from the checkpoint being resumed, if it is this seed's), scoring dev
+        and checkpointing after each; keep the best epoch's weights."""
         args, rt, task = self.args, self.rt, self.task
+        index = args.seeds.index(seed)
+        state, self.resumed = self.resumed, None
+        if state is None or state["position"]["seed"] != index:
+            state = None
+        position = state["position"] if state is not None else {"seed": index, "epoch": 0, "batch": 0, "step": 0}
         torch.manual_seed(seed)
-        model = load_model(task, args.model, self.labels, self.train_examples, feature_based=args.freeze_encoder,
+        model = load_model(task, self.source, self.labels, self.train_examples, feature_based=args.freeze_encoder,
                            features=args.features, bilstm=args.head_bilstm,
                            ignore_mismatched_sizes=args.ignore_mismatched_sizes, dropout=args.dropout).to(rt.device)
         if rt.main and self.log is None:  # the data and the model fit: start writing
-            self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=-1, report_to=args.report_to,
-                                  settings=asdict(args))
+            done, cut = set(self.per_seed), position["step"]  # keep the finished seeds' records, this one's to the cut
+            self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=cut, report_to=args.report_to,
+                                  settings=asdict(args), keep=lambda r: r.get("seed") in done or (
+                                      r.get("seed") == seed and r.get("step", math.inf) <= cut))
             print(f"{task.name}: {len(self.train_examples):,} training examples ({len(self.train_feats):,} inputs), "
                   f"{len(self.dev_examples):,} dev" + (f", {len(self.test_examples):,} test" if self.test_examples
                                                        else "") + (f"; labels {self.labels}" if task.has_labels
                                                                    else ""), flush=True)
-        total = math.ceil(len(self.train_feats) / (args.batch_size * args.grad_accum * rt.world)) * args.epochs
-        optimizer = build_optimizer(model, "adamw", lr=args.lr, weight_decay=args.weight_decay)
-        scheduler = build_schedule(optimizer, warmup_ratio(args.warmup, total), total, "linear")
+        total = self.steps_per_epoch * args.epochs
+        optimizer = build_optimizer(model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
+        scheduler = build_schedule(optimizer, warmup_ratio(args.warmup, total), total, args.schedule)
         stepper = Stepper(rt, model, optimizer, scheduler, ("loss",), args.clip_norm, args.max_non_finite,
                           compile=args.compile, explode_factor=args.explode_factor, explode_logs=args.explode_logs)
-        best, best_state, best_predictions = None, None, None
-        step, started, throughput = 0, time.perf_counter(), Throughput()
-        bar = tqdm(total=total, desc=f"fine-tuning (seed {seed})", unit="step",
+        parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "stepper": stepper}
+        best = {"epoch": None, "scores": None, "predictions": None, "weights": None}  # the best dev epoch so far
+        if state is not None and "model" in state:  # this seed was cut short: go on where it stopped
+            for name, part in parts.items():
+                part.load_state_dict(state[name])
+            restore_rng_state(state["rng"])
+            best = state["best"]
+            if best["epoch"] is not None and best["weights"] is None:  # saved as "the checkpoint's model" (_save)
+                best["weights"] = copy.deepcopy(model.state_dict())
+        step, started, throughput = position["step"], time.perf_counter(), Throughput()
+        bar = tqdm(total=total, initial=step, desc=f"fine-tuning (seed {seed})", unit="step",
                    disable=not args.progress or not rt.main, dynamic_ncols=True)
-        for epoch in range(args.epochs):
+        for epoch in range(position["epoch"], args.epochs):
             model.train()
-            for indices in self._global_batches(seed, epoch):
-                stepper.step(self._micro_batches(indices), self._loss, self._counts)
+            batches = self._global_batches(seed, epoch)
+            for b in range(position["batch"] if epoch == position["epoch"] else 0, len(batches)):
+                stepper.step(self._micro_batches(batches[b]), self._loss, self._counts)
                 step += 1
                 rate = throughput.update(stepper.tokens * rt.world)
                 bar.update(1)
@@ -177,19 +238,44 @@ class FinetuneRecipe:
                     if rt.main:
                         self.log.log(step, seed=seed, epoch=epoch, **record, tokens_per_s=rate,
                                      elapsed_s=time.perf_counter() - started)
+                if args.save_every and step % args.save_every == 0 and b + 1 < len(batches):  # the epoch's end saves
+                    self._save({"seed": index, "epoch": epoch, "batch": b + 1, "step": step}, parts, best)
             if rt.main:
                 scores, predictions = self._score(model, self.dev_examples)
                 self.log.log(step, seed=seed, epoch=epoch, **{f"dev_{k}": v for k, v in scores.items()})
                 bar.write(f"seed {seed} epoch {epoch + 1}: dev " + ", ".join(
                     f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
-                if best is None or scores[task.selection_metric] > best[task.selection_metric]:
-                    best, best_state, best_predictions = scores, copy.deepcopy(model.state_dict()), predictions
+                metric = task.selection_metric
+                if best["epoch"] is None or scores[metric] > best["scores"][metric]:
+                    best = {"epoch": epoch, "scores": scores, "predictions": predictions,
+                            "weights": copy.deepcopy(model.state_dict())}
             rt.barrier()
+            if epoch + 1 < args.epochs:
+                self._save({"seed": index, "epoch": epoch + 1, "batch": 0, "step": step}, parts, best)
         bar.close()
         if rt.main:
-            model.load_state_dict(best_state)
-            self._keep(seed, model, best, best_predictions)
+            model.load_state_dict(best["weights"])
+            self._keep(seed, model, best)
         rt.barrier()
+        self._save({"seed": index + 1, "epoch": 0, "batch": 0, "step": 0})  # this seed is done
+
+    def _save(self, position: dict, parts: dict | None = None, best: dict | None = None) -> None:
+        """Checkpoint where training stands. ``position``: the next batch to train (the seed's index in --seeds,
+        the epoch, the batch in the epoch's order) and the steps this seed has done; ``parts`` (model, optimizer,
+        scheduler, stepper) and ``best`` are the seed's, None once it is done (then only the newest is kept)."""
+        if parts is not None and not parts["stepper"].weights_finite():  # never a checkpoint of diverged weights
+            raise Diverged("training diverged: some weights are no longer finite numbers", hint=DIVERGED_HINT)
+        if self.rt.main:
+            state = {"position": position, "run_config": self.run_config, "seeds_done": self.per_seed,
+                     "best_overall": self.best_overall}
+            if parts is not None:
+                # The epoch just finished is the best: its weights are the checkpoint's model, not saved twice.
+                is_model = position["batch"] == 0 and best["epoch"] == position["epoch"] - 1
+                state.update({name: part.state_dict() for name, part in parts.items()}, rng=capture_rng_state(),
+                             best={**best, "weights": None if is_model else best["weights"]})
+            done = position["seed"] * self.steps_per_epoch * self.args.epochs + position["step"]
+            save_checkpoint(self.ckpt_dir, done, state, keep_last=self.args.keep_last if parts is not None else 1)
+        self.rt.barrier()
 
     def _score(self, model, examples: list) -> tuple[dict, list]:
         predictions, _ = self._predict(model, examples)
@@ -199,10 +285,11 @@ class FinetuneRecipe:
         return predict_examples(model, self.task, self.tokenizer, examples, self.args.data,
                                 self.args.eval_batch_size, self.rt.device)
 
-    def _keep(self, seed: int, model, dev_scores: dict, dev_predictions: list) -> None:
+    def _keep(self, seed: int, model, best: dict) -> None:
         """Record a seed's dev (and test) figures and predictions; save its model if it is the best seed so far."""
-        result = {"dev": dev_scores, "best_epoch_metric": self.task.selection_metric,
-                  "dev_predictions": dev_predictions}  # the best epoch's: the report reuses them
+        dev_scores = best["scores"]
+        result = {"dev": dev_scores, "best_epoch": best["epoch"] + 1, "best_epoch_metric": self.task.selection_metric,
+                  "dev_predictions": best["predictions"]}  # the best epoch's: the report reuses them
         if self.test_examples is not None:
             predictions, _ = self._predict(model, self.test_examples)
             result["test"] = self.task.score(self.test_examples, predictions, self.labels)
@@ -217,7 +304,8 @@ class FinetuneRecipe:
         """eval_results.json (mean ± std over seeds), the task's report, curves, the run's arguments."""
         if not self.rt.main:
             return {}
-        self.log.close()
+        if self.log is not None:  # None when every seed had finished before this process
+            self.log.close()
         args, task = self.args, self.task
         summary = self._summarise()
         split, examples = ("test", self.test_examples) if self.test_examples is not None else ("dev", self.dev_examples)

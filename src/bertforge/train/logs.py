@@ -48,19 +48,21 @@ class MetricsLog:
     """Append-only JSON-lines metrics, one ``{"step": ..., ...}`` per line, flushed as written.
 
     ``resume_from_step=s`` first drops records with step > s (logged after the checkpoint we resume
-    from), rewriting the file atomically, so the resumed log equals an uninterrupted run's.
+    from), rewriting the file atomically, so the resumed log equals an uninterrupted run's; ``keep``, a test
+    of each record, replaces that rule (fine-tuning's steps start again with each seed).
     ``report_to="tensorboard"`` also writes every record to :class:`TensorBoardLog` in ``tensorboard/``
     beside the file, with ``settings`` (the run's settings) as text.
     """
 
     def __init__(self, path: Path, resume_from_step: int | None = None, *, report_to: str = "none",
-                 settings: Mapping[str, Any] | None = None):
+                 settings: Mapping[str, Any] | None = None, keep: Callable[[dict], bool] | None = None):
         if report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {report_to!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_from_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.get("step", -math.inf) <= resume_from_step]
+        if (resume_from_step is not None or keep is not None) and self.path.exists():
+            keep = keep or (lambda r: r.get("step", -math.inf) <= resume_from_step)
+            kept = [r for r in read_metrics(self.path) if keep(r)]
             tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
             with open(tmp, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
