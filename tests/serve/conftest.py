@@ -3,8 +3,11 @@ and real `bertforge serve` processes on free loopback ports.
 
 ``serve_models`` saves, once per session, a tokenizer over a small vocabulary and tiny (2 layers, H=128)
 random models in the transformers layout: a pre-trained BERT with its masked-LM head (``mlm``), a plain
-encoder (``encoder``), and fine-tuned-looking task models (``clf``: classify neg/pos, ``regress``,
-``tag``: BIO over PER/LOC, ``qa``). ``served(name)`` loads one for serving (cached).
+encoder (``encoder``), fine-tuned-looking BERT task models (``clf``: classify neg/pos, ``regress``, ``tag``:
+BIO over PER/LOC, ``qa``, ``choice``), pre-trained XLNet and ELMo models (``xlnet``, ``elmo``) and task models
+built on them as ``finetune`` builds them (``xlnet-classify``, ``elmo-tag``... for every task family; ELMo's
+frozen under a BiLSTM), an ELECTRA classifier (``electra-classify``), a BERT +BiLSTM tagger (``bilstm-tag``) and a
+classifier on static word vectors (``static-classify``). ``served(name)`` loads one for serving (cached).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unavailable import require
@@ -43,6 +47,11 @@ def serve_models(tmp_path_factory) -> dict[str, Path]:
     from bertforge.config import BertConfig
     from bertforge.model import (BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                                  BertForTokenClassification, BertModel)
+    from bertforge.model.electra import ElectraForPreTraining
+    from bertforge.model.elmo import ElmoBiLM, ElmoConfig
+    from bertforge.model.families import preset_config
+    from bertforge.model.static import StaticConfig, StaticEmbeddings
+    from bertforge.model.xlnet import XLNetLMHeadModel
     from bertforge.tokenization import BertTokenizer
 
     d = tmp_path_factory.mktemp("serve-models")
@@ -69,7 +78,62 @@ def serve_models(tmp_path_factory) -> dict[str, Path]:
             paths["mlm"], num_labels=len(TAGS), id2label={str(i): t for i, t in enumerate(TAGS)},
             label2id={t: i for i, t in enumerate(TAGS)}, bertforge_task="tag"))
         save("qa", BertForQuestionAnswering.from_pretrained(paths["mlm"], bertforge_task="qa"))
+        save("choice", varied(fine_tuned("choice", paths["mlm"]), tokenizer, "choice"))
+        save("xlnet", XLNetLMHeadModel(preset_config("xlnet", "tiny", vocab_size=len(VOCAB))))
+        save("elmo", ElmoBiLM(ElmoConfig(char_embedding_dim=4, filters=[[1, 8], [2, 8], [3, 16]],
+                                         max_characters_per_token=12, n_highway=1, lstm_dim=24, n_layers=2,
+                                         projection_dim=8, dropout=0.0)))
+        save("electra", ElectraForPreTraining(preset_config("electra", "tiny", vocab_size=len(VOCAB))))
+        save("static", StaticEmbeddings(StaticConfig(vocab_size=len(VOCAB), hidden_size=16)))
+        for task in TASK_LABELS:
+            save(f"xlnet-{task}", varied(fine_tuned(task, paths["xlnet"]), tokenizer, task))
+            save(f"elmo-{task}", varied(fine_tuned(task, paths["elmo"]), tokenizer, task))
+        save("electra-classify", varied(fine_tuned("classify", paths["electra"]), tokenizer, "classify", sharpen=1))
+        save("bilstm-tag", varied(fine_tuned("tag", paths["mlm"], bilstm=True), tokenizer, "tag"))
+        save("static-classify", varied(fine_tuned("classify", paths["static"]), tokenizer, "classify"))
     return paths
+
+
+TASK_LABELS = {"classify": ["neg", "pos"], "tag": TAGS, "qa": [], "choice": []}
+
+
+def varied(model, tokenizer, task_name: str, scale: float = 0.1, sharpen: float = 10.0):
+    """``model`` with noise on every weight, its output layers (the Linear ones with at most 8 outputs: labels,
+    choices, span ends) ``sharpen`` times steeper, and a classifier's or tagger's output centred on a few texts:
+    a fresh head's near-uniform outputs would make every answer alike (every word one tag), and equal answers
+    would prove little."""
+    import torch
+
+    from bertforge.data.options import DataOptions
+    from bertforge.inference.predictor import run_model
+    from bertforge.tasks import get_task
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * scale)
+        outputs = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features <= 8]
+        for m in outputs:
+            m.weight.mul_(sharpen)
+    task = get_task(task_name)
+    if task.has_labels:  # the mean output over probe texts becomes 0: every label is someone's argmax
+        texts = [" ".join(WORDS[i::7]) for i in range(7)]
+        examples = [task.input_example(None, t, str(k), "probe", k, DataOptions()) for k, t in enumerate(texts)]
+        feats = task.encode(tokenizer, examples, None, DataOptions())
+        logits = run_model(model, task, feats, 16, tokenizer.pad_token_id, torch.device("cpu"))
+        mean = torch.from_numpy(np.concatenate([x.reshape(-1, x.shape[-1]) for x in logits]).mean(0))
+        with torch.no_grad():
+            outputs[-1].bias.sub_(mean)
+    return model
+
+
+def fine_tuned(task_name: str, base: Path, **variant):
+    """The task's model on the pre-trained model at ``base``, as ``finetune`` makes it before training (a family's
+    head, or a task model: ELMo's frozen under a BiLSTM, ``bilstm=True`` for BERT's +BiLSTM)."""
+    from bertforge.tasks import get_task
+    from bertforge.train.finetune import load_model
+
+    return load_model(get_task(task_name), base, TASK_LABELS[task_name], **variant)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Dynamic batching: many simultaneous requests of different lengths are answered as each would be
-alone (1e-5), forward passes stay under the token budget, and with batching off each request runs alone."""
+alone (1e-5), for BERT, XLNet and ELMo models; forward passes stay under the token budget, and with batching
+off each request runs alone."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def bodies(route: str, rng: random.Random, n: int) -> list[dict]:
             out.append({"inputs": [sentence(rng, 1, 120) for _ in range(k)]})  # long ones: several windows
         elif route == "qa":
             out.append({"inputs": [{"question": sentence(rng, 2, 8), "context": sentence(rng, 5, 150)}
+                                   for _ in range(k)]})
+        elif route == "choice":  # 2 to 4 endings: features of different numbers of rows share a batch
+            out.append({"inputs": [{"context": sentence(rng), "endings": [sentence(rng, 1, 12)
+                                                                          for _ in range(rng.randint(2, 4))]}
                                    for _ in range(k)]})
     return out
 
@@ -70,6 +75,11 @@ async def concurrently_and_alone(make_async_client, model, requests: list[tuple[
     ("clf", ("classify", "embed")),
     ("tag", ("tag",)),
     ("qa", ("qa",)),
+    ("choice", ("choice", "embed")),
+    ("xlnet-tag", ("tag",)),  # XLNet and ELMo: padding and batch-mates change nothing either
+    ("xlnet-choice", ("choice",)),
+    ("elmo-classify", ("classify",)),
+    ("elmo-qa", ("qa",)),
 ])
 def test_batched_answers_equal_answers_alone(served, make_async_client, name, routes):
     rng = random.Random(len(name))

@@ -112,6 +112,27 @@ def test_page_with_fill_mask(browser, serve_models, start_server, tmp_path):
     browser.save_screenshot(str(tmp_path / "page-fill-mask.png"))
 
 
+@pytest.mark.parametrize("name, text_a, text_b, route", [
+    ("elmo-choice", "alice lives in paris .", "she likes it .\nthe river runs .", "choice"),  # no BERT encoder
+    ("xlnet-classify", "a good movie", "the plot was bad", "classify"),
+])
+def test_page_with_another_family(browser, serve_models, start_server, tmp_path, name, text_a, text_b, route):
+    """A model without a BERT encoder: the page shows its family and prediction, and asks for no attention."""
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    server = start_server(["--model", serve_models[name]])
+    run_page(browser, server.url + "/", text_a, text_b)
+    body = ({"inputs": {"context": text_a, "endings": text_b.split("\n")}} if route == "choice"
+            else {"inputs": {"text": text_a, "text_pair": text_b}})
+    answer = httpx.post(f"{server.url}/{route}", json=body, timeout=60).json()
+    assert browser.find_element(By.ID, "predicted-label").text == answer["ending" if route == "choice" else "label"]
+    assert name.split("-")[0] in browser.find_element(By.ID, "model-line").text
+    assert browser.find_element(By.ID, "attention-card").get_attribute("hidden")
+    assert console_errors(browser) == []
+    browser.save_screenshot(str(tmp_path / f"page-{name}.png"))
+
+
 def test_attention_html_works_from_disk(browser, serve_models, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -37,9 +37,11 @@ def one_line_error(p: subprocess.CompletedProcess, command: str) -> str:
     (["--model", "{encoder}", "--max-concurrent", "0"], "--max-concurrent: must be >= 1"),
     (["--model", "{encoder}", "--backend", "onnx"], "has no model.onnx"),
     (["--model", "{encoder}", "--api-key", " "], "--api-key: must be a non-empty string"),
+    (["--model", "{elmo}"], "--model: {elmo} is a pre-trained elmo model (config.json model_type): it would serve "
+                            "tokenize alone"),
 ])
 def test_serve_refuses_to_start_with_one_line(serve_models, server_env, tmp_path, argv, words):
-    ctx = {"tmp": tmp_path, "encoder": serve_models["encoder"]}
+    ctx = {"tmp": tmp_path, "encoder": serve_models["encoder"], "elmo": serve_models["elmo"]}
     line = one_line_error(bertforge(["serve", *(a.format(**ctx) for a in argv)], server_env), "serve")
     assert words.format(**ctx) in line
 

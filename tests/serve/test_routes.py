@@ -18,8 +18,9 @@ def test_what_each_kind_of_model_serves(served):
     assert served("regress").routes == ("embed", "classify", "attention", "tokenize")
     assert served("tag").routes == ("embed", "tag", "attention", "tokenize")
     assert served("qa").routes == ("embed", "qa", "attention", "tokenize")
-    assert [served(n).task_name for n in ("mlm", "encoder", "clf", "tag", "qa")] == \
-        ["fill-mask", "embed", "classify", "tag", "qa"]
+    assert served("choice").routes == ("embed", "choice", "attention", "tokenize")
+    assert [served(n).task_name for n in ("mlm", "encoder", "clf", "regress", "tag", "qa", "choice")] == \
+        ["fill-mask", "embed", "classify", "regress", "tag", "qa", "choice"]
 
 
 @pytest.mark.parametrize("route, name, body", [
@@ -27,6 +28,7 @@ def test_what_each_kind_of_model_serves(served):
     ("fill-mask", "clf", {"inputs": "the [MASK]"}),
     ("tag", "mlm", {"inputs": "alice lives in paris"}),
     ("qa", "tag", {"inputs": {"question": "who ?", "context": "alice"}}),
+    ("choice", "clf", {"inputs": {"context": "alice", "endings": ["runs", "sings"]}}),
 ])
 def test_a_route_the_model_cannot_serve_is_400_naming_its_task(served, make_client, route, name, body):
     with make_client(served(name)) as c:
@@ -54,7 +56,7 @@ def test_server_routes(served, make_client):
         assert 'bertforge_requests_total{route="/classify",status="422"} 1.0' in metrics
         assert 'bertforge_inputs_total{route="classify"} 2.0' in metrics
         spec = c.get("/openapi.json").json()
-        assert {"/embed", "/classify", "/tag", "/qa", "/fill-mask", "/attention", "/tokenize", "/health",
+        assert {"/embed", "/classify", "/tag", "/qa", "/choice", "/fill-mask", "/attention", "/tokenize", "/health",
                 "/info", "/metrics"} <= set(spec["paths"])
         body = spec["paths"]["/embed"]["post"]["requestBody"]["content"]["application/json"]
         assert body["schema"]["required"] == ["inputs"] and "normalize" in body["schema"]["properties"]

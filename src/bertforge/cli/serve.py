@@ -108,6 +108,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 COMMANDS = (
-    Command("serve", "serve a model over HTTP: embed, classify, tag, qa, fill-mask, attention, tokenize; a page at /",
+    Command("serve", "serve a model over HTTP: embed, classify, tag, qa, choice, fill-mask, attention, tokenize; a "
+            "page at /",
             _arguments, _serve),
 )

@@ -75,10 +75,9 @@ def create_app(model: ServedModel, settings: ServeSettings, executor: ThreadPool
         timeout = request_timeout(request, settings.timeout)
         deadline = time.monotonic() + timeout
         if route not in model.routes:
-            raise RequestError(400, f"/{route} is not served by this model: its task is {model.task_name}; it serves "
-                                    f"{', '.join('/' + r for r in model.routes)}")
+            raise RequestError(400, model.refusal(route))
         parsed = BODIES[route].parse(parse_body(await read_body(request)), settings.max_inputs)
-        if sum(len(x or "") for item in parsed.inputs for x in item) > OFF_LOOP_CHARS:  # tokenized off the loop
+        if parsed.chars > OFF_LOOP_CHARS:  # tokenized off the loop
             prepared = await asyncio.to_thread(model.prepare, route, parsed, limits(parsed))
         else:
             prepared = model.prepare(route, parsed, limits(parsed))

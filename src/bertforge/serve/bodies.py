@@ -94,15 +94,37 @@ def _pair_input(value: Any, where: str) -> tuple[str, str | None]:
     return text(value, where), None
 
 
+def _fields(value: Any, names: tuple[str, ...], what: str, route: str, where: str) -> None:
+    """``value`` is an object with exactly the fields ``names`` (``what`` says them in words)."""
+    if not isinstance(value, dict):
+        raise invalid(f"expected an object with {what}, got {json_type(value)}", where)
+    _no_unknown(value, names, where)
+    for name in names:
+        if name not in value:
+            raise invalid(f"missing field {name!r} ({route} needs {what})", f"{where}.{name}")
+
+
 def _qa_input(value: Any, where: str) -> tuple[str, str]:
     """``{"question": ..., "context": ...}``."""
-    if not isinstance(value, dict):
-        raise invalid(f"expected an object with a question and a context, got {json_type(value)}", where)
-    _no_unknown(value, ("question", "context"), where)
-    for name in ("question", "context"):
-        if name not in value:
-            raise invalid(f"missing field {name!r} (/qa needs a question and a context)", f"{where}.{name}")
+    _fields(value, ("question", "context"), "a question and a context", "/qa", where)
     return text(value["question"], f"{where}.question"), text(value["context"], f"{where}.context")
+
+
+MAX_ENDINGS = 64  # endings of one multiple-choice input
+
+
+def _choice_input(value: Any, where: str) -> tuple[str, tuple[str, ...]]:
+    """``{"context": ..., "endings": [...]}``."""
+    _fields(value, ("context", "endings"), "a context and its endings", "/choice", where)
+    endings = value["endings"]
+    if not isinstance(endings, list):
+        raise invalid(f"expected an array of texts, got {json_type(endings)}", f"{where}.endings")
+    if not endings:
+        raise invalid("is an empty list; give at least one ending", f"{where}.endings")
+    if len(endings) > MAX_ENDINGS:
+        raise RequestError(413, f"{len(endings)} endings, more than the limit of {MAX_ENDINGS}", f"{where}.endings")
+    return (text(value["context"], f"{where}.context"),
+            tuple(text(e, f"{where}.endings[{j}]") for j, e in enumerate(endings)))
 
 
 INPUT_KINDS = {
@@ -112,6 +134,9 @@ INPUT_KINDS = {
                                       "properties": {"text": TEXT_SCHEMA, "text_pair": TEXT_SCHEMA}}]}),
     "qa": (_qa_input, {"type": "object", "required": ["question", "context"], "additionalProperties": False,
                        "properties": {"question": TEXT_SCHEMA, "context": TEXT_SCHEMA}}),
+    "choice": (_choice_input, {"type": "object", "required": ["context", "endings"], "additionalProperties": False,
+                               "properties": {"context": TEXT_SCHEMA, "endings": {
+                                   "type": "array", "items": TEXT_SCHEMA, "minItems": 1, "maxItems": MAX_ENDINGS}}}),
 }
 
 
@@ -177,6 +202,11 @@ class Parsed:
     single: bool
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def chars(self) -> int:
+        """Characters of text in all the inputs."""
+        return sum(len(x) if isinstance(x, str) else sum(map(len, x or ())) for item in self.inputs for x in item)
+
 
 @dataclass(frozen=True)
 class Body:
@@ -229,6 +259,9 @@ BODIES: dict[str, Body] = {
     "qa": Body("qa", (Option("max_answer_length", int, 30, "longest answer, in pieces", min=1, max=512), TRUNCATE),
                "The answer span of a question in a context (long contexts are read in overlapping windows)",
                {"inputs": {"question": "Where does Alice live?", "context": "Alice lives in Paris."}}),
+    "choice": Body("choice", (TRUNCATE,), "The likeliest ending of a context among its endings, with every ending's "
+                   "score", {"inputs": {"context": "Alice lives in Paris.", "endings": ["She likes the city.",
+                                                                                      "The river runs uphill."]}}),
     "fill-mask": Body("pair", (Option("top_k", int, 5, "guesses per [MASK]", min=1, max=1000), TRUNCATE),
                       "The masked-LM head's guesses for each [MASK] of a text",
                       {"inputs": "The capital of France is [MASK]."}),

@@ -1,19 +1,24 @@
-"""What a model directory can do, and doing it: requests become rows (one model input each), batches of
-rows run through the model, and each request's outputs become its answer.
+"""What a model directory serves, and the adapters between requests and ``inference/``: a request becomes rows
+(one model input each) and a way to finish it, the batching queue runs batches of rows through ``inference/``,
+and the finish turns each request's outputs into its answer. No model arithmetic lives here.
 
-A directory is one of three kinds:
-- a fine-tuned task model (config.json names ``bertforge_task``, or its architecture is a task head):
-  its task's route (classify also for regression, tag, qa), through the task table like ``predict``;
-- a pre-trained BERT with a trained masked-LM head (``BertForPreTraining``): fill-mask;
-- a plain encoder (``BertModel``, such as MiniLM).
-Every kind also serves embed, attention and tokenize, whenever its encoder runs in torch.
+- A fine-tuned task model of any family ``predict`` reads (BERT, XLNet and ELECTRA heads; ELMo, static-vector,
+  feature-based and +BiLSTM task models) serves the route that reads its task's inputs (``TASK_ROUTES``:
+  classify, also for regress; tag; qa; choice), answered by ``inference.answers``: the task's own encode and
+  decode, as ``predict``, with each answer's detail.
+- A pre-trained BERT with a trained masked-LM head serves fill-mask (``inference.fill_mask``).
+- A BERT encoder, alone or inside a task model, serves embed (``inference.encode``) and attention
+  (``inference.attention``).
+Every model serves tokenize. A route the model cannot serve is answered 400, naming the model's family and task
+(``refusal``); a directory that would serve nothing but tokenize (a pre-trained XLNet, ELMo, ELECTRA or static
+model) is refused at start-up.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +26,67 @@ import numpy as np
 import torch
 
 from bertforge.config import BertConfig
-from bertforge.data.batching import pad_rows
-from bertforge.data.examples import QAExample, TaggedSentence, TextExample
 from bertforge.data.options import DataOptions
-from bertforge.data.squad import choose_answer
 from bertforge.errors import UsageError, require_dir
 from bertforge.export.layout import find_export
-from bertforge.inference.encode import untrained_pooler
+from bertforge.inference.answers import Source, answer, prepare, settings_of
+from bertforge.inference.attention import attention_maps
+from bertforge.inference.encode import encode_rows, pooling_problem, untrained_pooler
+from bertforge.inference.fill_mask import mask_guesses
 from bertforge.inference.predictor import Predictor, run_model
+from bertforge.io.jsonl import read_json_object
 from bertforge.model import BertForPreTraining, BertModel
-from bertforge.model.families import model_type
+from bertforge.model.families import model_type, read_config
 from bertforge.model.task_model import TASK_FILE
 from bertforge.serve.bodies import Parsed, RequestError
-from bertforge.tasks import TASKS
-from bertforge.tasks.qa import candidate_spans
-from bertforge.tasks.tag import entity_spans, stitch_word_scores, word_spans
+from bertforge.tasks import Task
 from bertforge.tokenization import BertTokenizer
 
-ROUTES = ("embed", "classify", "tag", "qa", "fill-mask", "attention", "tokenize")
-TASK_ROUTES = {"classify": "classify", "regress": "classify", "tag": "tag", "qa": "qa"}  # task -> its route
+ROUTES = ("embed", "classify", "tag", "qa", "choice", "fill-mask", "attention", "tokenize")
 MLM_ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM")
 LONG_INPUT_FACTOR = 16  # tag and qa read long inputs in windows: up to this many times the input limit
 MAX_ATTENTION_VALUES = 1 << 21  # layers x heads x tokens^2 in one /attention answer
 NO_LIMIT = 1 << 40
+DATA_OPTIONS = {f.name for f in fields(DataOptions)}  # body options that are DataOptions (qa's max_answer_length)
+
+
+@dataclass(frozen=True)
+class TaskRoute:
+    """A route that answers fine-tuned tasks: the input fields it reads (a task is served at the route whose fields
+    are its ``input_fields``), how one request input becomes what ``predict`` reads from an input line (a JSON
+    record, or a plain text), and which text of an input, if any, is read in overlapping windows (and may be
+    ``Limits.long_tokens`` long) rather than cut to one model row."""
+
+    fields: tuple[str, ...]
+    source: Callable[[tuple], Source]
+    long_input: int | None = None  # its index in the parsed input
+    long_field: str = ""  # its field in the input, for errors
+
+    @property
+    def windows(self) -> bool:
+        return self.long_input is not None
+
+
+TASK_ROUTES = {
+    "classify": TaskRoute(("text", "text_pair"), lambda x: {"text": x[0], "text_pair": x[1]}),
+    "tag": TaskRoute(("words",), lambda x: x[0], long_input=0),  # a text: its words as predict reads a plain line
+    "qa": TaskRoute(("question", "context"), lambda x: {"question": x[0], "context": x[1]}, long_input=1,
+                    long_field=".context"),
+    "choice": TaskRoute(("context", "endings"), lambda x: {"context": x[0], "endings": list(x[1])}),
+}
+# How transformers' names of fine-tuning heads end, in every family (BertFor..., XLNetFor...): a config.json whose
+# architecture ends so is a fine-tuned task model (one fine-tuned elsewhere says so only this way).
+HEAD_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+                 "ForQuestionAnsweringSimple", "ForMultipleChoice")
+
+
+def route_of(task: Task) -> str:
+    """The route that serves ``task``: the one that reads its input fields."""
+    for route, spec in TASK_ROUTES.items():
+        if spec.fields == task.input_fields:
+            return route
+    raise UsageError(f"no route reads the inputs of task {task.name} ({', '.join(task.input_fields)})",
+                     flag="--model")
 
 
 @dataclass
@@ -59,6 +102,12 @@ class Row:
         return len(self.input_ids)
 
 
+def tokens(row) -> int:
+    """What a row costs a padded batch: its tokens, or a multiple-choice feature's choices x its longest row."""
+    nested = row.input_ids and isinstance(row.input_ids[0], list)
+    return len(row.input_ids) * row.length if nested else row.length
+
+
 @dataclass
 class Work:
     """A request turned into rows of one operation, and how to turn their outputs into the answer."""
@@ -69,7 +118,7 @@ class Work:
 
     @property
     def lengths(self) -> list[int]:
-        return [row.length for row in self.rows]
+        return [tokens(row) for row in self.rows]
 
 
 @dataclass(frozen=True)
@@ -87,15 +136,25 @@ class Limits:
         return min(DataOptions().max_length, self.tokens)
 
 
+def bert_encoder(model) -> BertModel | None:
+    """The BERT encoder of a torch model (itself, or inside a head or task model), or None (another family's
+    encoder, or an ONNX graph)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return next((m for m in model.modules() if isinstance(m, BertModel)), None)
+
+
 class ServedModel:
     """A model directory loaded for serving: which routes it answers, and how (``prepare`` then ``run``)."""
 
-    def __init__(self, path: Path, config: BertConfig, tokenizer: BertTokenizer, *, backend: str = "torch",
+    def __init__(self, path: Path, family: str, config, tokenizer: BertTokenizer, *, backend: str = "torch",
                  predictor: Predictor | None = None, mlm: BertForPreTraining | None = None,
                  encoder: BertModel | None = None, note: str | None = None):
-        self.path, self.config, self.tokenizer, self.backend = path, config, tokenizer, backend
+        self.path, self.family, self.config, self.tokenizer, self.backend = path, family, config, tokenizer, backend
         self.predictor, self.mlm, self.encoder, self.note = predictor, mlm, encoder, note
         self.task = predictor.task if predictor is not None else None
+        self.task_route = route_of(self.task) if self.task is not None else None
+        self.settings = settings_of(predictor.model) if predictor is not None else {}
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -105,32 +164,34 @@ class ServedModel:
         path = (require_dir(path, flag="--model", what="model directory") if backend == "torch"
                 else find_export(path, backend, flag="--model"))
         family = model_type(path)
-        if family != "bert":
-            raise UsageError(f"{path} is a {family} model (config.json model_type); serving reads BERT models",
-                             flag="--model")
-        config = BertConfig.from_json_file(path / "config.json")
-        tokenizer = BertTokenizer.from_pretrained(path)
-        architecture = (config.extra.get("architectures") or [""])[0]
-        heads = {t.head.__name__ for t in TASKS.values()}
-        if (config.extra.get("bertforge_task") is not None or architecture in heads
-                or (path / TASK_FILE).is_file()):
+        raw = read_json_object(path / "config.json")
+        architecture = (raw.get("architectures") or [""])[0]
+        fine_tuned = raw.get("bertforge_task") is not None or architecture.endswith(HEAD_SUFFIXES)
+        if fine_tuned or (path / TASK_FILE).is_file():
             predictor = Predictor.load(path, device=device, backend=backend)
-            encoder = getattr(predictor.model, "bert", None)  # a torch head's encoder: embed and attention too
-            encoder = encoder if isinstance(encoder, BertModel) else None
-            return cls(path, config, tokenizer, backend=backend, predictor=predictor, encoder=encoder)
+            return cls(path, family, predictor.model.config, predictor.tokenizer, backend=backend,
+                       predictor=predictor, encoder=bert_encoder(predictor.model))
         if backend != "torch":
             raise UsageError(f"the {backend} backend serves fine-tuned task models; {path} is a pre-trained "
                              f"encoder ({architecture or 'no architecture in config.json'})", flag="--backend",
                              hint="use --backend torch")
+        config = read_config(path)
+        if not isinstance(config, BertConfig):
+            raise UsageError(f"{path} is a pre-trained {family} model (config.json model_type): it would serve "
+                             "tokenize alone, since serve answers a fine-tuned task model of any family, but embed, "
+                             "attention and fill-mask only from a BERT model", flag="--model",
+                             hint="serve a model fine-tuned from it (bertforge finetune --model ...)")
+        tokenizer = BertTokenizer.from_pretrained(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an encoder-only checkpoint has no heads: reported below
             if architecture in MLM_ARCHITECTURES:
                 mlm = BertForPreTraining.from_pretrained(path).to(device).eval()
                 if not any(n.startswith("cls.predictions") for n in mlm.newly_initialized):
-                    return cls(path, config, tokenizer, mlm=mlm, encoder=mlm.bert)
+                    return cls(path, family, config, tokenizer, mlm=mlm, encoder=mlm.bert)
                 note = "its masked-LM head was never trained, so fill-mask is not served"
-                return cls(path, config, tokenizer, encoder=mlm.bert, note=note)
-            return cls(path, config, tokenizer, encoder=BertModel.from_pretrained(path).to(device).eval())
+                return cls(path, family, config, tokenizer, encoder=mlm.bert, note=note)
+            encoder = BertModel.from_pretrained(path).to(device).eval()
+            return cls(path, family, config, tokenizer, encoder=encoder)
 
     # --- what it serves ------------------------------------------------------------------------------
 
@@ -143,15 +204,27 @@ class ServedModel:
 
     @property
     def routes(self) -> tuple[str, ...]:
-        served = set()
-        if self.task is not None and self.task.name in TASK_ROUTES:
-            served.add(TASK_ROUTES[self.task.name])
+        served = {"tokenize"}
+        if self.task_route is not None:
+            served.add(self.task_route)
         if self.mlm is not None:
             served.add("fill-mask")
         if self.encoder is not None:
             served |= {"embed", "attention"}
-        served.add("tokenize")
         return tuple(r for r in ROUTES if r in served)
+
+    def refusal(self, route: str) -> str:
+        """Why ``route`` is not served (for a 400): the model's family and task, and what the route needs."""
+        if route in TASK_ROUTES:
+            need = f"/{route} answers a model fine-tuned for a task that reads {', '.join(TASK_ROUTES[route].fields)}"
+        elif self.backend != "torch":
+            need = f"the {self.backend} backend runs the task's graph alone"
+        elif route == "fill-mask":
+            need = self.note or "fill-mask needs a pre-trained BERT model with its trained masked-LM head"
+        else:
+            need = f"/{route} reads a BERT encoder, which this {self.family} model does not have"
+        return (f"/{route} is not served by this model (family {self.family}, its task is {self.task_name}): {need}; "
+                f"it serves {', '.join('/' + r for r in self.routes)}")
 
     @property
     def labels(self) -> list[str]:
@@ -159,27 +232,35 @@ class ServedModel:
 
     @property
     def device(self) -> torch.device:
-        return next((self.encoder if self.encoder is not None else self.predictor.model).parameters()).device
+        return self.predictor.device if self.predictor is not None else next(self.encoder.parameters()).device
+
+    @property
+    def positions(self) -> int | None:
+        """The model's position limit (max_position_embeddings); None for a family without one (XLNet, ELMo)."""
+        return getattr(self.config, "max_position_embeddings", None)
 
     def limits(self, max_input_tokens: int, truncate: bool, attention_values: int = MAX_ATTENTION_VALUES) -> Limits:
-        tokens = min(max_input_tokens, self.config.max_position_embeddings)
+        tokens = min(max_input_tokens, self.positions or max_input_tokens)
         return Limits(tokens, tokens * LONG_INPUT_FACTOR, truncate, attention_values)
 
     def info(self) -> dict[str, Any]:
-        c = self.config
-        return {"model": self.path.name, "path": str(self.path), "task": self.task_name, "routes": list(self.routes),
-                "labels": self.labels, "backend": self.backend, "note": self.note,
-                "mask_token": self.tokenizer.special_tokens["mask_token"],
-                "config": {"layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
-                           "heads": c.num_attention_heads, "vocab_size": c.vocab_size,
-                           "max_position_embeddings": c.max_position_embeddings,
-                           "pooler": self.encoder is not None and self.encoder.pooler is not None
-                           and not untrained_pooler(self.encoder)}}
+        config: dict[str, Any] = {"model_type": self.family, "max_position_embeddings": self.positions}
+        if self.encoder is not None:
+            c = self.encoder.config
+            config.update(layers=c.num_hidden_layers, hidden_size=c.hidden_size, heads=c.num_attention_heads,
+                          vocab_size=c.vocab_size, pooler=self.encoder.pooler is not None
+                          and not untrained_pooler(self.encoder))
+        return {"model": self.path.name, "path": str(self.path), "family": self.family, "task": self.task_name,
+                "routes": list(self.routes), "labels": self.labels, "backend": self.backend, "note": self.note,
+                "mask_token": self.tokenizer.special_tokens["mask_token"], "config": config}
 
     # --- requests to rows ---------------------------------------------------------------------------
 
-    def prepare(self, route: str, parsed: Parsed, limits: Limits) -> Work:
-        """The rows of a request and how to finish it; RequestError (413, 422) for inputs that cannot run."""
+    def prepare(self, route: str, parsed: Parsed, limits: Limits) -> Work | list:
+        """The rows of a request and how to finish it (tokenize: its answer at once); RequestError (413, 422) for
+        inputs that cannot run."""
+        if route in TASK_ROUTES:
+            return self._prepare_task(parsed, limits)
         return getattr(self, "_prepare_" + route.replace("-", "_"))(parsed, limits)
 
     def _prefix(self, text: str, pieces: int) -> str:
@@ -196,24 +277,25 @@ class ServedModel:
             k *= 4
         return text
 
-    def _encode(self, parsed: Parsed, limits: Limits) -> list[dict[str, list]]:
-        """Each input (text or pair) as ids, types, offsets and the special-token mask; 413 past the limit."""
+    def _encode(self, pairs: Sequence[tuple[str, str | None]], where: Sequence[str], limits: Limits
+                ) -> list[dict[str, list]]:
+        """Each text or pair as ids, types, offsets and the special-token mask; 413 past the limit."""
         inputs = [(self._prefix(a, limits.tokens), None if b is None else self._prefix(b, limits.tokens))
-                  for a, b in parsed.inputs]
+                  for a, b in pairs]
         singles = [k for k, (_, b) in enumerate(inputs) if b is None]
-        pairs = [k for k, (_, b) in enumerate(inputs) if b is not None]
+        paired = [k for k, (_, b) in enumerate(inputs) if b is not None]
         out: list[dict[str, list] | None] = [None] * len(inputs)
-        for group, paired in ((singles, False), (pairs, True)):
+        for group, pair in ((singles, False), (paired, True)):
             if not group:
                 continue
-            enc = self.tokenizer([inputs[k][0] for k in group], [inputs[k][1] for k in group] if paired else None,
+            enc = self.tokenizer([inputs[k][0] for k in group], [inputs[k][1] for k in group] if pair else None,
                                  max_length=limits.tokens if limits.truncate else NO_LIMIT, truncation=True,
                                  padding=False, return_offsets=True, return_special_tokens_mask=True,
                                  return_tensors=None)
             for j, k in enumerate(group):
                 n = len(enc["input_ids"][j])
                 if n > limits.tokens:
-                    raise too_long(parsed.fields[k], n, limits.tokens, at_least=inputs[k] != parsed.inputs[k])
+                    raise too_long(where[k], n, limits.tokens, at_least=inputs[k] != tuple(pairs[k]))
                 out[k] = {key: enc[key][j] for key in ("input_ids", "token_type_ids", "offset_mapping",
                                                        "special_tokens_mask")}
         return out
@@ -221,7 +303,7 @@ class ServedModel:
     def _prepare_tokenize(self, parsed: Parsed, limits: Limits) -> list[dict[str, Any]]:
         """Answered at once, without the model."""
         result = []
-        for enc in self._encode(parsed, limits):
+        for enc in self._encode(parsed.inputs, parsed.fields, limits):
             result.append({"tokens": self.tokenizer.convert_ids_to_tokens(enc["input_ids"]),
                            "ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
                            "offsets": [None if special else list(o)
@@ -230,19 +312,18 @@ class ServedModel:
 
     def _prepare_embed(self, parsed: Parsed, limits: Limits) -> Work:
         pooling, normalize = parsed.options["pooling"], parsed.options["normalize"]
-        if pooling == "pooler" and self.encoder.pooler is None:
-            raise RequestError(422, "this model has no pooler layer; use mean or cls", "pooling")
-        if pooling == "pooler" and untrained_pooler(self.encoder):
-            raise RequestError(422, "this model's pooler was never trained (its weights file has no pooler), so its "
-                                    "vectors would be random; use mean or cls", "pooling")
-        rows = [Row(e["input_ids"], e["token_type_ids"], (pooling, normalize)) for e in self._encode(parsed, limits)]
+        problem = pooling_problem(self.encoder, pooling)
+        if problem:
+            raise RequestError(422, f"{problem}; use mean or cls", "pooling")
+        rows = [Row(e["input_ids"], e["token_type_ids"], (pooling, normalize))
+                for e in self._encode(parsed.inputs, parsed.fields, limits)]
         # 8 decimals: float32 precision for the usual values, half the JSON of full float reprs, and faster
         return Work("embed", rows, lambda outputs: [np.round(v.astype(np.float64), 8).tolist() for v in outputs])
 
     def _prepare_fill_mask(self, parsed: Parsed, limits: Limits) -> Work:
         top_k = min(parsed.options["top_k"], self.tokenizer.vocab_size)
         mask_id, rows = self.tokenizer.mask_token_id, []
-        for enc, where in zip(self._encode(parsed, limits), parsed.fields):
+        for enc, where in zip(self._encode(parsed.inputs, parsed.fields, limits), parsed.fields):
             positions = [i for i, t in enumerate(enc["input_ids"]) if t == mask_id]
             if not positions:
                 mask = self.tokenizer.special_tokens["mask_token"]
@@ -259,13 +340,13 @@ class ServedModel:
         return Work("fill-mask", rows, finish)
 
     def _prepare_attention(self, parsed: Parsed, limits: Limits) -> Work:
-        c, layer, head = self.config, parsed.options["layer"], parsed.options["head"]
+        c, layer, head = self.encoder.config, parsed.options["layer"], parsed.options["head"]
         for name, value, count in (("layer", layer, c.num_hidden_layers), ("head", head, c.num_attention_heads)):
             if value is not None and value >= count:
                 raise RequestError(422, f"the model has {count} {name}s (0 to {count - 1}), got {value}", name)
         layers = list(range(c.num_hidden_layers)) if layer is None else [layer]
         heads = list(range(c.num_attention_heads)) if head is None else [head]
-        encoded = self._encode(parsed, limits)
+        encoded = self._encode(parsed.inputs, parsed.fields, limits)
         for enc, where in zip(encoded, parsed.fields):
             n = len(enc["input_ids"])
             if len(layers) * len(heads) * n * n > limits.attention_values:
@@ -282,25 +363,34 @@ class ServedModel:
 
         return Work("attention", rows, finish)
 
-    def _prepare_classify(self, parsed: Parsed, limits: Limits) -> Work:
+    def _prepare_task(self, parsed: Parsed, limits: Limits) -> Work:
+        """The task's features of the request's inputs, as ``predict`` reads them; answered by
+        ``inference.answers`` (the task's decode, with each answer's detail)."""
+        spec = TASK_ROUTES[self.task_route]
+        inputs = [spec.source(item) for item in self._within_limits(parsed, limits, spec)]
+        opts = DataOptions(max_length=limits.window_tokens if spec.windows else min(limits.tokens, 4096),
+                           **{k: v for k, v in parsed.options.items() if k in DATA_OPTIONS})
+        prepared = prepare(self.task, self.tokenizer, inputs, opts)
+        return Work("task", prepared.features,
+                    lambda outputs: answer(self.task, prepared, outputs, self.settings, opts))
+
+    def _within_limits(self, parsed: Parsed, limits: Limits, spec: TaskRoute) -> list[tuple]:
+        """The inputs of a task route, checked against the limits: 413 for one too long, or cut when truncating.
+
+        A text read in windows (a tagged text, a qa context) may be ``long_tokens`` pieces; other inputs are cut
+        by the task's encoding to rows of ``tokens``, so here they are only refused when not truncating."""
+        if spec.windows:
+            i = spec.long_input
+            return [item[:i] + (self._long_text(item[i], where + spec.long_field, limits),) + item[i + 1:]
+                    for item, where in zip(parsed.inputs, parsed.fields)]
         if not limits.truncate:
-            self._encode(parsed, limits)  # 413 for a too-long input (the task's encoding would cut it)
-        examples = [TextExample(a, b, None, str(k)) for k, (a, b) in enumerate(parsed.inputs)]
-        feats = self.task.encode(self.tokenizer, examples, None, DataOptions(max_length=min(limits.tokens, 4096)))
-        names = self.labels
-
-        def finish(outputs: list) -> list:
-            if self.task.name == "regress":
-                return [{"score": float(o[0])} for o in outputs]
-            result = []
-            for logits in outputs:
-                probs = softmax(logits)
-                order = np.argsort(-probs, kind="stable")
-                result.append({"label": names[order[0]], "score": float(probs[order[0]]),
-                               "scores": [{"label": names[i], "score": float(probs[i])} for i in order]})
-            return result
-
-        return Work("task", feats, finish)
+            pairs, where = [], []
+            for item, at in zip(parsed.inputs, parsed.fields):
+                rows = [(item[0], b) for b in item[1]] if isinstance(item[1], tuple) else [item]  # choice: a row each
+                pairs += rows
+                where += [at] * len(rows)
+            self._encode(pairs, where, limits)
+        return list(parsed.inputs)
 
     def _long_text(self, value: str, where: str, limits: Limits) -> str:
         """A text that tag or qa reads in windows: 413 past ``limits.long_tokens`` pieces, or cut there."""
@@ -314,119 +404,28 @@ class ServedModel:
                            at_least=prefix != value)
         return value[:offsets[limits.long_tokens - 1][1]]
 
-    def _prepare_tag(self, parsed: Parsed, limits: Limits) -> Work:
-        texts = [self._long_text(a, where, limits) for (a, _), where in zip(parsed.inputs, parsed.fields)]
-        spans = [word_spans(t) for t in texts]
-        examples = [TaggedSentence([t[s:e] for s, e in sp], None, str(k))
-                    for k, (t, sp) in enumerate(zip(texts, spans))]
-        feats = self.task.encode(self.tokenizer, examples, None, self._window_options(limits))
-        names = self.labels
-
-        def finish(outputs: list) -> list:
-            result = []
-            for text, sp, words in zip(texts, spans, stitch_word_scores(feats, outputs)):
-                probs = [softmax(w) for w in words]
-                tags = [names[int(p.argmax())] for p in probs]
-                scores = [float(p.max()) for p in probs]
-                entities = [{"entity": kind, "text": text[sp[first][0]:sp[last][1]], "start": sp[first][0],
-                             "end": sp[last][1], "score": float(np.mean(scores[first:last + 1]))}
-                            for kind, first, last in entity_spans(tags)]
-                result.append({"entities": entities,
-                               "words": [{"word": text[s:e], "start": s, "end": e, "tag": t, "score": p}
-                                         for (s, e), t, p in zip(sp, tags, scores)]})
-            return result
-
-        return Work("task", feats, finish)
-
-    def _prepare_qa(self, parsed: Parsed, limits: Limits) -> Work:
-        examples = [QAExample(str(k), q, self._long_text(c, f"{where}.context", limits))
-                    for k, ((q, c), where) in enumerate(zip(parsed.inputs, parsed.fields))]
-        opts = self._window_options(limits)
-        feats = self.task.encode(self.tokenizer, examples, None, opts)
-        version_2 = bool(self.config.extra.get("bertforge_squad_v2", False))
-        max_answer_length = parsed.options["max_answer_length"]
-
-        def finish(outputs: list) -> list:
-            candidates = candidate_spans(examples, feats, [o[:, 0] for o in outputs], [o[:, 1] for o in outputs],
-                                         n_best=opts.n_best, max_answer_length=max_answer_length)
-            result = []
-            for example, (spans, null) in zip(examples, candidates):
-                answer, _ = choose_answer(example.context, spans, null if version_2 else None, opts.null_threshold)
-                scores = [s.score for s in spans] + ([null] if version_2 else [])
-                probs = softmax(np.array(scores)) if scores else np.zeros(0)
-                if answer or (spans and not version_2):
-                    best = spans[0]
-                    result.append({"answer": answer, "start": best.start_char, "end": best.end_char,
-                                   "score": float(probs[0])})
-                else:
-                    result.append({"answer": "", "start": None, "end": None,
-                                   "score": float(probs[-1]) if version_2 and len(probs) else 0.0})
-            return result
-
-        return Work("task", feats, finish)
-
-    @staticmethod
-    def _window_options(limits: Limits) -> DataOptions:
-        """How tag and qa read their inputs: ``predict``'s defaults (windows of 128 pieces, at most the limit)."""
-        return DataOptions(max_length=limits.window_tokens)
-
     # --- rows to outputs (in the worker thread) --------------------------------------------------------------
 
     @torch.inference_mode()
     def run(self, op: str, rows: list) -> list:
         """One output per row, for a batch of rows of one operation."""
+        pad = self.tokenizer.pad_token_id
         if op == "task":
             p = self.predictor
-            return run_model(p.model, p.task, rows, len(rows), self.tokenizer.pad_token_id, p.device)
-        device = self.device
-        ids = torch.from_numpy(pad_rows([r.input_ids for r in rows], self.tokenizer.pad_token_id)).to(device)
-        types = torch.from_numpy(pad_rows([r.token_type_ids for r in rows], 0)).to(device)
-        mask = torch.from_numpy(pad_rows([[1] * r.length for r in rows], 0)).to(device)
+            return run_model(p.model, p.task, rows, len(rows), pad, p.device)
+        ids, types = [r.input_ids for r in rows], [r.token_type_ids for r in rows]
         if op == "embed":
-            return self._embed(rows, ids, types, mask)
+            return list(encode_rows(self.encoder, ids, types, pad, [r.option[0] for r in rows],
+                                    [r.option[1] for r in rows]).numpy())
         if op == "fill-mask":
-            return self._fill_mask(rows, ids, types, mask)
+            return mask_guesses(self.mlm, ids, types, pad, [r.option[0] for r in rows], [r.option[1] for r in rows])
         if op == "attention":
-            out = self.encoder(ids, types, mask, output_attentions=True)
-            attentions = torch.stack(out.attentions, 1).float().cpu()  # (B, L, A, T, T)
-            return [attentions[b][row.option[0]][:, row.option[1]][..., :row.length, :row.length].numpy()
-                    for b, row in enumerate(rows)]
+            return attention_maps(self.encoder, ids, types, pad, [r.option[0] for r in rows],
+                                  [r.option[1] for r in rows])
         raise ValueError(f"unknown operation {op!r}")
-
-    def _embed(self, rows: list[Row], ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor) -> list:
-        out = self.encoder(ids, types, mask)
-        hidden = out.last_hidden_state  # (B, T, H)
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        means = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)  # as inference.encode
-        vectors = []
-        for b, row in enumerate(rows):
-            pooling, normalize = row.option
-            v = {"mean": means, "cls": hidden[:, 0], "pooler": out.pooler_output}[pooling][b:b + 1].float().cpu()
-            vectors.append((torch.nn.functional.normalize(v, dim=-1) if normalize else v)[0].numpy())
-        return vectors
-
-    def _fill_mask(self, rows: list[Row], ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor) -> list:
-        hidden = self.mlm.bert(ids, types, mask).last_hidden_state  # (B, T, H)
-        at = [(b, p) for b, row in enumerate(rows) for p in row.option[0]]
-        selected = hidden[[b for b, _ in at], [p for _, p in at]]  # (M, H)
-        probs = self.mlm.cls.predictions(selected, self.mlm.bert.embeddings.word_embeddings.weight).float().softmax(-1)
-        top = probs.topk(max(row.option[1] for row in rows), dim=-1)
-        values, indices = top.values.cpu().numpy(), top.indices.cpu().numpy()
-        out, m = [], 0
-        for row in rows:
-            positions, k = row.option
-            out.append([(indices[m + j, :k], values[m + j, :k]) for j in range(len(positions))])
-            m += len(positions)
-        return out
 
 
 def too_long(where: str, n: int, limit: int, what: str = "tokens (special tokens included)",
              at_least: bool = False) -> RequestError:
     return RequestError(413, f"the input has {'at least ' if at_least else ''}{n:,} {what}, more than the limit "
                         f"of {limit:,}; send a shorter text or \"truncate\": true", where)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max())
-    return e / e.sum()

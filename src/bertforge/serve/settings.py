@@ -16,8 +16,8 @@ from bertforge.options import check, option
 class ServeSettings:
     """The server's settings; ``bertforge serve`` takes each as a flag of the same name."""
 
-    model: str | None = option(None, "model directory: a fine-tuned task model, a pre-trained BERT with its "
-                               "masked-LM head, or a plain encoder (MiniLM)")
+    model: str | None = option(None, "model directory: a fine-tuned task model of any family `predict` reads, a "
+                               "pre-trained BERT with its masked-LM head, or a plain BERT encoder (MiniLM)")
     host: str = option("127.0.0.1", "address to listen on (loopback only by default)")
     port: int = option(8000, "port to listen on; 0 picks a free one", min=0, max=65535)
     backend: str = option("torch", "how the model runs: torch (the weights), or onnx / onnx-int8 (ONNX Runtime on "

@@ -12,6 +12,7 @@
     classify: ["A man is playing a guitar on stage.", "Someone is making music."],
     tag: ["Alice moved from Paris to London in 2019 .", ""],
     qa: ["Where does Alice live?", "Alice grew up in Paris. She now lives in London and works at a bank."],
+    choice: ["Alice lives in Paris.", "She likes the city.\nThe river runs uphill."],
     embed: ["A man is playing a guitar on stage.", "Someone is making music."]
   };
 
@@ -65,12 +66,17 @@
       $("model-line").textContent = "";
       el("strong", {id: "model-name", text: data.model}, $("model-line"));
       el("span", {class: "badge", id: "model-task", text: data.task}, $("model-line"));
-      el("span", {class: "muted", text: c.layers + " layers · hidden " + c.hidden_size + " · " + c.heads + " heads · " +
-                  data.backend + (data.labels.length ? " · labels: " + data.labels.join(", ") : "")}, $("model-line"));
+      var sizes = c.layers ? c.layers + " layers · hidden " + c.hidden_size + " · " + c.heads + " heads · " : "";
+      el("span", {class: "muted", text: c.model_type + " · " + sizes + data.backend +
+                  (data.labels.length ? " · labels: " + data.labels.join(", ") : "")}, $("model-line"));
       var example = EXAMPLES[data.task] || EXAMPLES[data.task === "regress" ? "classify" : "embed"];
       if (data.task === "qa") {
         $("label-a").textContent = "Question";
         $("label-b").textContent = "Context";
+      }
+      if (data.task === "choice") {
+        $("label-a").textContent = "Context";
+        $("label-b").textContent = "Endings (one per line)";
       }
       if (data.task === "fill-mask") {
         $("hint").textContent = "Write " + data.mask_token + " where a word should be guessed.";
@@ -105,11 +111,19 @@
     if (serves("fill-mask") && masked) {
       jobs.push(api("fill-mask", {inputs: input, truncate: true}).then(renderFillMask, failed.bind(null, $("fillmask"))));
     }
-    show("prediction-card", serves("classify") || serves("tag") || serves("qa"));
+    show("prediction-card", serves("classify") || serves("tag") || serves("qa") || serves("choice"));
     if (serves("classify")) {
       jobs.push(api("classify", {inputs: input, truncate: true}).then(renderClassify, failed.bind(null, $("prediction"))));
     } else if (serves("tag")) {
       jobs.push(api("tag", {inputs: b ? [a, b] : [a], truncate: true}).then(renderTags, failed.bind(null, $("prediction"))));
+    } else if (serves("choice")) {
+      var endings = b.split("\n").map(function (e) { return e.trim(); }).filter(Boolean);
+      if (endings.length) {
+        jobs.push(api("choice", {inputs: {context: a, endings: endings}, truncate: true})
+          .then(function (r) { renderChoice(r, endings); }, failed.bind(null, $("prediction"))));
+      } else {
+        $("prediction").textContent = "Give the endings (the second box), one per line.";
+      }
     } else if (serves("qa")) {
       if (b) {
         jobs.push(api("qa", {inputs: {question: a, context: b}, truncate: true})
@@ -174,6 +188,14 @@
     }
     el("p", {class: "big", id: "predicted-label", text: r.label}, box);
     r.scores.forEach(function (s) { bar(box, s.label, s.score); });
+  }
+
+  function renderChoice(r, endings) {
+    var box = $("prediction");
+    box.textContent = "";
+    $("prediction-title").textContent = "Likeliest ending";
+    el("p", {class: "big", id: "predicted-label", text: r.ending}, box);
+    r.scores.forEach(function (score, i) { bar(box, endings[i], score); });
   }
 
   function renderTags(results) {
