@@ -14,12 +14,19 @@ from bertforge.model import BertForPreTraining
 from bertforge.tokenization import BertTokenizer
 
 
+def untrained_head(model: BertForPreTraining, unused: tuple[str, ...] = ("cls.seq_relationship.",)) -> list[str]:
+    """The masked-LM head's weights that ``from_pretrained`` just initialised (none: the head was trained). The
+    head is what is neither the encoder nor ``unused`` (weights fill-mask does not read: the family's
+    ``masked_lm_unused``). Shared by ``check_trained_head`` and the server, which serves no fill-mask then."""
+    encoder = model.base_model_prefix + "."
+    return [n for n in model.newly_initialized if not n.startswith((encoder, *unused))]
+
+
 def check_trained_head(model: BertForPreTraining, path: str, unused: tuple[str, ...] = ("cls.seq_relationship.",)
                        ) -> None:
-    """Refuse a masked-LM model whose head was just initialised: its guesses would be random. The head is what is
-    neither the encoder nor ``unused`` (weights fill-mask does not read: the family's ``masked_lm_unused``)."""
-    encoder = model.base_model_prefix + "."
-    fresh = [n for n in model.newly_initialized if not n.startswith((encoder, *unused))]
+    """Refuse a masked-LM model whose head was just initialised (``untrained_head``): its guesses would be
+    random."""
+    fresh = untrained_head(model, unused)
     if fresh:
         raise UsageError(f"{path} has no trained masked-LM head ({len(fresh)} weights of {fresh[0].split('.')[0]} "
                          f"were just initialised), so its guesses would be random", flag="--model",

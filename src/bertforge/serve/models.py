@@ -6,9 +6,11 @@ and the finish turns each request's outputs into its answer. No model arithmetic
   feature-based and +BiLSTM task models) serves the route that reads its task's inputs (``TASK_ROUTES``:
   classify, also for regress; tag; qa; choice), answered by ``inference.answers``: the task's own encode and
   decode, as ``predict``, with each answer's detail.
-- A pre-trained BERT with a trained masked-LM head serves fill-mask (``inference.fill_mask``).
-- A BERT encoder, alone or inside a task model, serves embed (``inference.encode``) and attention
-  (``inference.attention``).
+- A pre-trained model of a family the registry lets serve (``SERVE``: BERT, ModernBERT) serves what its family
+  can (``ModelFamily.can``): fill-mask from its trained masked-LM head (``inference.fill_mask``), embed from its
+  encoder (``inference.encode``) and attention (``inference.attention``; BERT's alone), as ``bertforge
+  fill-mask``, ``encode`` and ``attention`` answer for the same directory.
+- A BERT encoder inside a task model serves embed and attention too.
 Every model serves tokenize. A route the model cannot serve is answered 400, naming the model's family and task
 (``refusal``); a directory that would serve nothing but tokenize (a pre-trained XLNet, ELMo, ELECTRA or static
 model) is refused at start-up.
@@ -25,25 +27,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertforge.config import BertConfig
 from bertforge.data.options import DataOptions
 from bertforge.errors import UsageError, require_dir
 from bertforge.export.layout import find_export
 from bertforge.inference.answers import Source, answer, prepare, settings_of
 from bertforge.inference.attention import attention_maps
 from bertforge.inference.encode import encode_rows, pooling_problem, untrained_pooler
-from bertforge.inference.fill_mask import mask_guesses
+from bertforge.inference.fill_mask import mask_guesses, untrained_head
 from bertforge.inference.predictor import Predictor, run_model
 from bertforge.io.jsonl import read_json_object
-from bertforge.model import BertForPreTraining, BertModel
-from bertforge.model.families import model_type, read_config
+from bertforge.model import BertModel
+from bertforge.model.registry import (ATTENTION, ENCODE, ENCODER, FAMILIES, FILL_MASK, MASKED_LM, SERVE, get_family,
+                                      read_config_file)
 from bertforge.model.task_model import TASK_FILE
 from bertforge.serve.bodies import Parsed, RequestError
 from bertforge.tasks import Task
 from bertforge.tokenization import BertTokenizer
 
 ROUTES = ("embed", "classify", "tag", "qa", "choice", "fill-mask", "attention", "tokenize")
-MLM_ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM")
+# How the names of masked-LM checkpoints end (BertForPreTraining, transformers' BertForMaskedLM,
+# ModernBertForMaskedLM): a pre-trained directory so named holds a masked-LM head, loaded as its family's MASKED_LM.
+MLM_SUFFIXES = ("ForPreTraining", "ForMaskedLM")
+ENCODER_ROUTES = {"embed": ENCODE, "attention": ATTENTION}  # the routes an encoder answers, and the capability each
 LONG_INPUT_FACTOR = 16  # tag and qa read long inputs in windows: up to this many times the input limit
 MAX_ATTENTION_VALUES = 1 << 21  # layers x heads x tokens^2 in one /attention answer
 NO_LIMIT = 1 << 40
@@ -136,6 +141,11 @@ class Limits:
         return min(DataOptions().max_length, self.tokens)
 
 
+def serving_families(can: str) -> str:
+    """The families whose pre-trained models serve ``can`` (for messages: "bert or modernbert")."""
+    return " or ".join(f.name for f in FAMILIES.values() if SERVE in f.can and can in f.can)
+
+
 def bert_encoder(model) -> BertModel | None:
     """The BERT encoder of a torch model (itself, or inside a head or task model), or None (another family's
     encoder, or an ONNX graph)."""
@@ -148,10 +158,13 @@ class ServedModel:
     """A model directory loaded for serving: which routes it answers, and how (``prepare`` then ``run``)."""
 
     def __init__(self, path: Path, family: str, config, tokenizer: BertTokenizer, *, backend: str = "torch",
-                 predictor: Predictor | None = None, mlm: BertForPreTraining | None = None,
-                 encoder: BertModel | None = None, note: str | None = None):
+                 predictor: Predictor | None = None, mlm: torch.nn.Module | None = None,
+                 encoder: torch.nn.Module | None = None, can: frozenset[str] = frozenset(), note: str | None = None):
+        """``mlm``: a masked LM with a trained head (its family's MASKED_LM model); ``encoder``: its family's
+        ENCODER model; ``can``: the registry capabilities of the family whose forward ``encoder`` runs, which say
+        the routes it answers (``ENCODER_ROUTES``)."""
         self.path, self.family, self.config, self.tokenizer, self.backend = path, family, config, tokenizer, backend
-        self.predictor, self.mlm, self.encoder, self.note = predictor, mlm, encoder, note
+        self.predictor, self.mlm, self.encoder, self.can, self.note = predictor, mlm, encoder, can, note
         self.task = predictor.task if predictor is not None else None
         self.task_route = route_of(self.task) if self.task is not None else None
         self.settings = settings_of(predictor.model) if predictor is not None else {}
@@ -163,35 +176,37 @@ class ServedModel:
         """``backend``: torch, or an ONNX one (``Predictor.load``'s), for fine-tuned task models only."""
         path = (require_dir(path, flag="--model", what="model directory") if backend == "torch"
                 else find_export(path, backend, flag="--model"))
-        family = model_type(path)
+        record, config = read_config_file(path)
+        family = record.name
         raw = read_json_object(path / "config.json")
         architecture = (raw.get("architectures") or [""])[0]
         fine_tuned = raw.get("bertforge_task") is not None or architecture.endswith(HEAD_SUFFIXES)
         if fine_tuned or (path / TASK_FILE).is_file():
             predictor = Predictor.load(path, device=device, backend=backend)
+            # A BERT encoder inside (ELECTRA's is one) runs BERT's forward: it answers what BERT's encoder can.
             return cls(path, family, predictor.model.config, predictor.tokenizer, backend=backend,
-                       predictor=predictor, encoder=bert_encoder(predictor.model))
+                       predictor=predictor, encoder=bert_encoder(predictor.model), can=get_family("bert").can)
         if backend != "torch":
             raise UsageError(f"the {backend} backend serves fine-tuned task models; {path} is a pre-trained "
                              f"encoder ({architecture or 'no architecture in config.json'})", flag="--backend",
                              hint="use --backend torch")
-        config = read_config(path)
-        if not isinstance(config, BertConfig):
+        if SERVE not in record.can:
             raise UsageError(f"{path} is a pre-trained {family} model (config.json model_type): it would serve "
-                             "tokenize alone, since serve answers a fine-tuned task model of any family, but embed, "
-                             "attention and fill-mask only from a BERT model", flag="--model",
-                             hint="serve a model fine-tuned from it (bertforge finetune --model ...)")
+                             "tokenize alone, since serve answers a fine-tuned task model of any family, but embed "
+                             f"and fill-mask only from a pre-trained {serving_families(ENCODE)} model",
+                             flag="--model", hint="serve a model fine-tuned from it (bertforge finetune --model ...)")
         tokenizer = BertTokenizer.from_pretrained(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an encoder-only checkpoint has no heads: reported below
-            if architecture in MLM_ARCHITECTURES:
-                mlm = BertForPreTraining.from_pretrained(path).to(device).eval()
-                if not any(n.startswith("cls.predictions") for n in mlm.newly_initialized):
-                    return cls(path, family, config, tokenizer, mlm=mlm, encoder=mlm.bert)
+            if FILL_MASK in record.can and architecture.endswith(MLM_SUFFIXES):
+                mlm = record.heads[MASKED_LM].from_pretrained(path).to(device).eval()
+                encoder = getattr(mlm, mlm.base_model_prefix)  # the encoder inside: embed reads it as encode does
+                if not untrained_head(mlm, record.masked_lm_unused):
+                    return cls(path, family, config, tokenizer, mlm=mlm, encoder=encoder, can=record.can)
                 note = "its masked-LM head was never trained, so fill-mask is not served"
-                return cls(path, family, config, tokenizer, encoder=mlm.bert, note=note)
-            encoder = BertModel.from_pretrained(path).to(device).eval()
-            return cls(path, family, config, tokenizer, encoder=encoder)
+                return cls(path, family, config, tokenizer, encoder=encoder, can=record.can, note=note)
+            encoder = record.heads[ENCODER].from_pretrained(path).to(device).eval()
+            return cls(path, family, config, tokenizer, encoder=encoder, can=record.can)
 
     # --- what it serves ------------------------------------------------------------------------------
 
@@ -210,7 +225,7 @@ class ServedModel:
         if self.mlm is not None:
             served.add("fill-mask")
         if self.encoder is not None:
-            served |= {"embed", "attention"}
+            served |= {route for route, need in ENCODER_ROUTES.items() if need in self.can}
         return tuple(r for r in ROUTES if r in served)
 
     def refusal(self, route: str) -> str:
@@ -220,9 +235,13 @@ class ServedModel:
         elif self.backend != "torch":
             need = f"the {self.backend} backend runs the task's graph alone"
         elif route == "fill-mask":
-            need = self.note or "fill-mask needs a pre-trained BERT model with its trained masked-LM head"
-        else:
+            need = self.note or (f"fill-mask needs a pre-trained BERT model ({serving_families(FILL_MASK)}) with its "
+                                 "trained masked-LM head")
+        elif self.encoder is None:
             need = f"/{route} reads a BERT encoder, which this {self.family} model does not have"
+        else:  # an encoder whose family cannot answer the route (ModernBERT's attention maps)
+            need = (f"/{route} is served for {serving_families(ENCODER_ROUTES[route])} models alone, not for "
+                    f"{self.family} ones")
         return (f"/{route} is not served by this model (family {self.family}, its task is {self.task_name}): {need}; "
                 f"it serves {', '.join('/' + r for r in self.routes)}")
 
@@ -248,7 +267,7 @@ class ServedModel:
         if self.encoder is not None:
             c = self.encoder.config
             config.update(layers=c.num_hidden_layers, hidden_size=c.hidden_size, heads=c.num_attention_heads,
-                          vocab_size=c.vocab_size, pooler=self.encoder.pooler is not None
+                          vocab_size=c.vocab_size, pooler=getattr(self.encoder, "pooler", None) is not None
                           and not untrained_pooler(self.encoder))
         return {"model": self.path.name, "path": str(self.path), "family": self.family, "task": self.task_name,
                 "routes": list(self.routes), "labels": self.labels, "backend": self.backend, "note": self.note,
