@@ -23,8 +23,8 @@ from bertforge.io.weights import read_state_dict, save_state_dict
 from bertforge.model.directory import ModelDir
 from bertforge.model.heads import LabelMaps, problem_type, resolve_labels, sequence_loss
 from bertforge.model.outputs import SequenceClassifierOutput
-from bertforge.model.registry import (ENCODE, ENCODER, FAMILIES, SEQUENCE, ModelFamily, family_of, get_family,
-                                      register)
+from bertforge.model.registry import (ENCODE, ENCODER, EXPORT, FAMILIES, SEQUENCE, ModelFamily, family_of,
+                                      get_family, register)
 from bertforge.objectives import OBJECTIVES, MaskedLM, families_for
 from bertforge.tasks import TASKS
 from bertforge.train import settings
@@ -225,7 +225,7 @@ class TinyForSequenceClassification(LabelMaps, TinyEncoder):
 def tiny_family():
     family = register(ModelFamily("tiny-test", TinyConfig, TinyConfig.preset,
                                   heads={ENCODER: TinyEncoder, SEQUENCE: TinyForSequenceClassification},
-                                  can=frozenset({ENCODE}), positions="max_position_embeddings"))
+                                  can=frozenset({ENCODE, EXPORT}), positions="max_position_embeddings"))
     yield family
     del FAMILIES[family.name]
 
@@ -244,7 +244,7 @@ def sentiment(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-def test_a_family_registered_in_one_call_is_fine_tuned_predicted_and_encoded(tiny_family, tmp_path, capsys):
+def test_a_family_registered_in_one_call_is_fine_tuned_predicted_encoded_served_and_exported(tiny_family, tmp_path, capsys):
     tokenizer = train_vocab([" ".join(FILLER + WORDS["pos"] + WORDS["neg"])] * 5, 100, min_frequency=1)
     torch.manual_seed(0)
     TinyEncoder(TinyConfig(vocab_size=tokenizer.vocab_size)).save_pretrained(tmp_path / "pretrained")
@@ -267,6 +267,27 @@ def test_a_family_registered_in_one_call_is_fine_tuned_predicted_and_encoded(tin
     cli(["encode", "--model", str(model), "--input", str(tmp_path / "in.txt")])
     vectors = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(vectors) == 2 and all(len(v) == 16 for v in vectors)
+
+    # serve answers what predict wrote; the ONNX export predicts the same labels with the same scores
+    from fastapi.testclient import TestClient
+
+    from bertforge.serve.app import create_app
+    from bertforge.serve.models import ServedModel
+    from bertforge.serve.settings import ServeSettings
+
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    served = ServedModel.load(model)
+    assert served.family == "tiny-test" and "classify" in served.routes
+    with TestClient(create_app(served, ServeSettings(model=str(model)))) as client:
+        answers = client.post("/classify", json={"inputs": ["the movie was great", "the plot was awful"]}).json()
+    assert [a["label"] for a in answers] == [x["label"] for x in lines]
+    assert [a["score"] for a in answers] == pytest.approx([x["score"] for x in lines], abs=1e-6)
+    cli(["export", "onnx", "--model", str(model), "--out", str(tmp_path / "onnx")])
+    cli(["predict", "--model", str(tmp_path / "onnx"), "--backend", "onnx", "--input", str(tmp_path / "in.txt"),
+         "--output", str(tmp_path / "onnx.jsonl")])
+    onnx_lines = [json.loads(x) for x in (tmp_path / "onnx.jsonl").read_text().splitlines()]
+    assert [x["label"] for x in onnx_lines] == [x["label"] for x in lines]
+    assert [x["score"] for x in onnx_lines] == pytest.approx([x["score"] for x in lines], abs=1e-5)
 
 
 def test_a_family_without_a_capability_is_refused_by_name(tiny_family, tmp_path, capsys):
@@ -332,3 +353,10 @@ def test_modernbert_pretrains_and_every_command_takes_the_model(tmp_path, capsys
     for source, out in ((pretrained, tmp_path / "onnx-mlm"), (model, tmp_path / "onnx-clf")):
         cli(["export", "onnx", "--model", str(source), "--out", str(out)])
         assert json.loads((out / "onnx_export.json").read_text())["files"]["model.onnx"]["max_abs_diff"] < 1e-4
+    # the exported classifier predicts what the torch one does (its graph takes no token types)
+    cli(["predict", "--model", str(tmp_path / "onnx-clf"), "--backend", "onnx", "--input", str(tmp_path / "in.txt"),
+         "--output", str(tmp_path / "onnx.jsonl")])
+    torch_lines, onnx_lines = ([json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+                               for name in ("p.jsonl", "onnx.jsonl"))
+    assert [x["label"] for x in onnx_lines] == [x["label"] for x in torch_lines]
+    assert [x["score"] for x in onnx_lines] == pytest.approx([x["score"] for x in torch_lines], abs=1e-5)

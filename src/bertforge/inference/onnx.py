@@ -1,6 +1,8 @@
 """The ONNX Runtime backend: an exported model (``bertforge export onnx``) run on the CPU in place of the
 torch module. Called with the same three inputs, it returns the same named outputs (``logits``,
-``start_logits``...), so ``run_model``, ``task.outputs`` and ``decode`` work on it unchanged."""
+``start_logits``...), so ``run_model``, ``task.outputs`` and ``decode`` work on it unchanged. The config is read
+as its family's (``model/registry.py``), and the graph gets the inputs it declares (a family without token types,
+such as ModernBERT, exports no ``token_type_ids``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from bertforge.config import BertConfig
 from bertforge.export.layout import ONNX_FILES, find_export
 from bertforge.model.bert import check_inputs
+from bertforge.model.registry import family_of, read_config_file
 from bertforge.model.task_model import TASK_FILE
 
 
@@ -40,10 +43,11 @@ class OnnxModel:
 
     training = False  # what run_model and Predictor read from a torch module
 
-    def __init__(self, session, config: BertConfig, path: Path, settings: dict | None = None):
+    def __init__(self, session, config, path: Path, settings: dict | None = None):
         self.session, self.config, self.path = session, config, path
         self.settings = settings  # a TaskModel's task.json (task, labels), None for the other heads
         self.output_names = [o.name for o in session.get_outputs()]
+        self.input_names = {i.name for i in session.get_inputs()}
         self.input_rank = len(session.get_inputs()[0].shape)  # 3 for multiple choice: (B, C, T)
 
     @classmethod
@@ -62,7 +66,7 @@ class OnnxModel:
         session = ort.InferenceSession(str(where / ONNX_FILES[backend]), options, providers=["CPUExecutionProvider"])
         task_file = where / TASK_FILE
         settings = json.loads(task_file.read_text(encoding="utf-8")) if task_file.is_file() else None
-        return cls(session, BertConfig.from_json_file(where / "config.json"), where, settings)
+        return cls(session, read_config_file(where / "config.json")[1], where, settings)
 
     def run(self, input_ids, token_type_ids=None, attention_mask=None) -> dict[str, np.ndarray]:
         """The outputs by name, as arrays. Inputs (B, T), or (B, C, T) for multiple choice, as arrays or
@@ -74,10 +78,24 @@ class OnnxModel:
             raise ValueError(f"input_ids must have {self.input_rank} dimensions for this model "
                              f"({'batch, choices, length' if self.input_rank == 3 else 'batch, length'}), "
                              f"got shape {ids.shape}")
-        flat = [torch.from_numpy(a.reshape(-1, a.shape[-1]) if a.ndim else a) for a in (ids, types, mask)]
-        check_inputs(self.config, *flat)
+        if isinstance(self.config, BertConfig):
+            flat = [torch.from_numpy(a.reshape(-1, a.shape[-1]) if a.ndim else a) for a in (ids, types, mask)]
+            check_inputs(self.config, *flat)
+        else:
+            self.check(ids)
+        feeds = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
         return dict(zip(self.output_names, self.session.run(
-            self.output_names, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask})))
+            self.output_names, {name: value for name, value in feeds.items() if name in self.input_names})))
+
+    def check(self, ids: np.ndarray) -> None:
+        """What any family's embeddings take: ids in the vocabulary, no longer than the position bound."""
+        limit = family_of(self.config).max_positions(self.config)
+        if limit is not None and ids.shape[-1] > limit:
+            raise ValueError(f"sequence length {ids.shape[-1]} exceeds the model's {limit} positions; truncate the "
+                             "input or split it into windows")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size})")
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **_) -> SimpleNamespace:
         """The outputs as the torch model's record would hold them (tensors sharing the arrays' memory)."""
