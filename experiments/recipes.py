@@ -5,6 +5,7 @@ and the winner checked on a corpus it was not tuned on.
     .venv/bin/python experiments/recipes.py run zh default lr1e-3 ...   # one pre-training run per recipe
     .venv/bin/python experiments/recipes.py report                      # docs/recipes.md's table + plot
 
+The BERT variants that are not flags (pre-LN, sinusoidal position init) run through recipe_variants.py.
 Each run is ``bertforge pretrain`` with the recipe's flags on top of ``--preset tiny``; its metrics.jsonl
 holds the held-out figures with their count baselines (``eval_perplexity_vs_unigram``). Runs resume.
 """
@@ -24,11 +25,15 @@ from bertforge.data.fetch import fetch  # noqa: E402
 
 RUNS = Path("runs/recipes")
 
-# name -> pretrain flags on top of --preset tiny (and the corpus, --out, --max-steps)
+# name -> pretrain flags on top of --preset tiny (and the corpus, --out, --max-steps). The named ones before
+# "default" pass --recipe google, so that they keep meaning what they meant when they were measured.
 RECIPES: dict[str, list[str]] = {
-    "default": [],
-    "lr1e-3": ["--lr", "1e-3", "--warmup-steps", "300"],
-    "lr1e-3-nonsp": ["--lr", "1e-3", "--warmup-steps", "300", "--objective", "mlm"],
+    "default": [],  # what `pretrain --preset tiny` trains: the small-budget recipe (ModernBERT)
+    "google": ["--recipe", "google"],  # Google's BERT defaults (mlm+nsp, lr 1e-4, 15% masked)
+    "bert-small-budget": ["--arch", "bert", "--objective", "mlm"],  # the small-budget recipe on post-LN BERT
+    "bert-small-budget-drop0": ["--arch", "bert", "--objective", "mlm", "--dropout", "0"],
+    "lr1e-3": ["--recipe", "google", "--lr", "1e-3", "--warmup-steps", "300"],
+    "lr1e-3-nonsp": ["--recipe", "google", "--lr", "1e-3", "--warmup-steps", "300", "--objective", "mlm"],
     "lr1e-3-nonsp-mask40": ["--lr", "1e-3", "--warmup-steps", "300", "--objective", "mlm",
                             "--masked-lm-prob", "0.4", "--max-predictions-per-seq", "52"],
     "lr5e-4-nonsp-mask40": ["--lr", "5e-4", "--warmup-steps", "300", "--objective", "mlm",

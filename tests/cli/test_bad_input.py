@@ -170,7 +170,7 @@ CASES = [
     C("pretrain-keep-last-0", pretrain(keep_last="0"), None, ("--keep-last",)),
     C("pretrain-seq-len-0", pretrain(seq_len="0"), None, ("--seq-len",)),
     C("pretrain-seq-len-5-too-short", pretrain(seq_len="5"), None, ("--seq-len", MINIMUM)),
-    C("pretrain-seq-len-beyond-positions", pretrain(seq_len="1024"), None, ("--seq-len", "512")),
+    C("pretrain-seq-len-beyond-positions", pretrain(seq_len="1024", arch="bert"), None, ("--seq-len", "512")),
     C("pretrain-vocab-size-0", pretrain(tokenizer=None, vocab_size="0"), None, ("--vocab-size",)),
     C("pretrain-workers-negative", pretrain(workers="-1"), None, ("--workers",)),
     C("pretrain-lr-negative", pretrain(lr="-0.0001"), None, ("--lr",)),
@@ -205,7 +205,7 @@ CASES = [
       ("--tokenizer", "{no_vocab_tok}", "vocab.txt")),
     C("pretrain-tokenizer-missing", pretrain(tokenizer="{tmp}/missing-tok"), None, ("--tokenizer", "missing-tok")),
     # --- pretrain: resuming a finished run with other settings (the run must be left as it was) ---
-    C("pretrain-resume-changed-lr", pretrain(out="{own}", lr="0.001"), "run", ("--lr", "0.0001", "0.001")),
+    C("pretrain-resume-changed-lr", pretrain(out="{own}", lr="0.002"), "run", ("--lr", "0.001", "0.002")),
     C("pretrain-resume-changed-batch-size", pretrain(out="{own}", batch_size="8"), "run", ("--batch-size",)),
     C("pretrain-resume-changed-preset", pretrain(out="{own}", preset="mini"), "run", ("--preset",)),
     # --- data prepare ------------------------------------------------------------------------

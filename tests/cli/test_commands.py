@@ -229,7 +229,7 @@ CUSTOM_CONFIG = {"vocab_size": 60, "hidden_size": 64, "num_hidden_layers": 1, "n
 @pytest.fixture(scope="module")
 def pretrain_runs(tmp_path_factory):
     """A: no --tokenizer (a 60-piece vocabulary trained), --whole-word-mask, --static-masks --dupe-factor 2,
-    --optimizer lamb, --schedule cosine, --grad-accum 2, MLM+NSP. B: A's tokenizer, --objective mlm,
+    --optimizer lamb, --schedule cosine, --grad-accum 2, --objective mlm+nsp (BERT). B: A's tokenizer, --objective mlm,
     --config FILE. C: --init-from B's model, --no-nsp. The masks each run drew are recorded."""
     from bertforge.objectives.mlm import MaskedLM
 
@@ -252,7 +252,7 @@ def pretrain_runs(tmp_path_factory):
 
     printed = {}
     runs = {
-        "A": ["--vocab-size", 60, "--whole-word-mask", "--static-masks", "--dupe-factor", 2, "--optimizer", "lamb",
+        "A": ["--objective", "mlm+nsp", "--vocab-size", 60, "--whole-word-mask", "--static-masks", "--dupe-factor", 2, "--optimizer", "lamb",
               "--schedule", "cosine", "--grad-accum", 2, "--max-steps", 24, "--save-every", 12, "--eval-every", 12],
         "B": ["--tokenizer", d / "A" / "tokenizer", "--objective", "mlm", "--config", d / "config.json",
               "--max-steps", 24, "--save-every", 24, "--eval-every", 12],

@@ -70,6 +70,7 @@ for _command in ("finetune", "evaluate", "predict"):
 
 ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks its effect
     "data fetch --list": "tests/cli/test_commands.py",
+    "pretrain --recipe": "tests/train/test_recipe.py",
     **{f"data prepare {f}": "tests/cli/test_commands.py" for f in (
         "--corpus", "--tokenizer", "--out", "--seq-len", "--dupe-factor", "--no-nsp", "--eval-fraction", "--seed",
         "--format")},
@@ -196,7 +197,7 @@ def settings_of(command: str, *argv: str):
     return from_namespace(DataOptions, args)
 
 
-PRETRAIN = ["--corpus", "c.txt", "--out", "run"]
+PRETRAIN = ["--corpus", "c.txt", "--out", "run", "--recipe", "google"]  # Google's defaults, which these tests count
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +278,8 @@ def test_pretrain_arch_picks_the_family_and_its_objective():
     assert settings_of("pretrain", *PRETRAIN).objective == "mlm+nsp"
     assert settings_of("pretrain", *PRETRAIN, "--arch", "xlnet").objective == "plm"
     assert settings_of("pretrain", *PRETRAIN, "--arch", "elmo").objective == "bilm"
+    small = settings_of("pretrain", "--corpus", "c.txt", "--out", "run", "--preset", "tiny")  # the small-budget recipe
+    assert (small.arch, small.objective) == ("modernbert", "mlm")
 
 
 def test_short_seq_prob_makes_shorter_instances(cli_inputs, tmp_path):

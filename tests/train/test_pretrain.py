@@ -57,11 +57,12 @@ def losses(out):
 
 
 OBJECTIVES = ["mlm+nsp", "ltr", "plm", "bilm"]  # BERT, GPT, XLNet, ELMo
+RECIPE_FAMILIES = {"modernbert": {"--objective": "mlm", "--arch": "modernbert"}}  # the small-budget recipe's
 
 
 def test_learns_and_writes_a_transformers_model(corpus, tmp_path, hf):
     result = pretrain(PretrainArgs(corpus=[str(corpus[0])], tokenizer=str(corpus[1]), out=str(tmp_path),
-                                   preset="tiny", seq_len=32, batch_size=8, max_steps=80, lr=2e-3,
+                                   preset="tiny", objective="mlm+nsp", seq_len=32, batch_size=8, max_steps=80, lr=2e-3,
                                    warmup_steps=8, eval_every=40, save_every=40, workers=1, progress=False,
                                    eval_fraction=0.2))  # ~370 held-out masked tokens: accuracy is not noise
     first, last = result["first_eval"], result["final_eval"]
@@ -76,12 +77,13 @@ def test_learns_and_writes_a_transformers_model(corpus, tmp_path, hf):
     assert {"step", "loss", "mlm_loss", "nsp_loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"} <= set(record)
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("objective", [*OBJECTIVES, *RECIPE_FAMILIES])
 def test_sigkill_then_rerun_equals_uninterrupted_run(corpus, tmp_path, objective):
-    straight = run_cli(cli_args(corpus, tmp_path / "straight", **{"--objective": objective}))
+    flags = RECIPE_FAMILIES.get(objective, {"--objective": objective})
+    straight = run_cli(cli_args(corpus, tmp_path / "straight", **flags))
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
 
-    killed = run_cli(cli_args(corpus, tmp_path / "killed", **{"--objective": objective}))
+    killed = run_cli(cli_args(corpus, tmp_path / "killed", **flags))
     marker = tmp_path / "killed" / "checkpoints" / "step-00000020" / "checkpoint.json"
     deadline = time.time() + 240
     while not marker.exists() and killed.poll() is None and time.time() < deadline:
@@ -91,7 +93,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(corpus, tmp_path, objective
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "killed" / "model").exists()
 
-    resumed = run_cli(cli_args(corpus, tmp_path / "killed", **{"--objective": objective}))
+    resumed = run_cli(cli_args(corpus, tmp_path / "killed", **flags))
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
     assert "resuming from" in output
@@ -163,7 +165,7 @@ def test_two_gloo_processes_without_nsp(corpus, tmp_path):
 
 def test_bad_input_and_resume_mismatch(corpus, tmp_path):
     base = dict(corpus=[str(corpus[0])], tokenizer=str(corpus[1]), preset="tiny", seq_len=32, batch_size=4,
-                max_steps=4, save_every=2, eval_every=4, workers=1, progress=False)
+                max_steps=4, save_every=2, eval_every=4, workers=1, progress=False, recipe="google")  # BERT, NSP
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with pytest.raises(ValueError, match="empty.txt: is empty"):

@@ -128,7 +128,7 @@ def runs(tmp_path_factory):
     pre = ["pretrain", "--corpus", d / "corpus.txt", "--out", d / "pre", "--preset", "tiny", "--vocab-size", 60,
            "--seq-len", 32, "--batch-size", 4, "--max-steps", 8, "--save-every", 4, "--eval-every", 4,
            "--log-every", 1, "--warmup-steps", 2, "--workers", 1, "--no-progress", "--report-to", "tensorboard",
-           "--eval-fraction", 0.2]
+           "--eval-fraction", 0.2, "--objective", "mlm+nsp"]
     run(*pre)
     shutil.rmtree(d / "pre" / "checkpoints" / "step-00000008")  # as if cut after step 4's checkpoint
     run(*pre)  # resumes from step 4: the records and events after it are written again

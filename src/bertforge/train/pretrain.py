@@ -127,6 +127,7 @@ class PretrainRecipe:
         self.flops_per_step = self._count_flops()
         if args.max_flops is not None:
             args.max_steps = max(1, math.ceil(args.max_flops / self.flops_per_step))
+            args.resolve_warmup()
             latest = latest_checkpoint(self.ckpt_dir)
             if latest is not None and checkpoint_step(latest) > args.max_steps:
                 raise CheckpointError(f"cannot resume from {latest}: --max-flops {args.max_flops:g} is "
@@ -278,9 +279,16 @@ class PretrainRecipe:
             raise CheckpointError(f"cannot resume from {latest}: --max-steps {self.args.max_steps} is below the "
                                   f"{done} steps already done", hint=f"pass --max-steps {done} or more, or another "
                                   "--out for a new run")
-        # The vocabulary is known once the tokenizer is loaded; _resume checks it.
-        check_resumable(latest, read_run_config(latest), self._run_config(config),
-                        ignore={"model.vocab_size", "model.pad_token_id"})
+        saved = read_run_config(latest)
+        if "warmup_steps" in self.args.derived and "warmup_steps" in saved:
+            # The recipe's warm-up is a share of --max-steps: a longer resumed run keeps the first run's warm-up.
+            self.args.warmup_steps = saved["warmup_steps"]
+            self.args.derived.remove("warmup_steps")
+        # The vocabulary is known once the tokenizer is loaded; _resume checks it. A setting added after the
+        # checkpoint was saved is not compared.
+        added_since = set(PretrainArgs.RESUME_FIXED) - set(saved)
+        check_resumable(latest, saved, self._run_config(config),
+                        ignore={"model.vocab_size", "model.pad_token_id", *added_since})
 
     def _resume(self) -> int:
         self.tokens_seen = 0  # real (unpadded) tokens trained on, over every rank
@@ -288,7 +296,8 @@ class PretrainRecipe:
         if latest is None:
             return 0
         state = load_checkpoint(latest)
-        check_resumable(latest, state["run_config"], self.run_config)
+        check_resumable(latest, state["run_config"], self.run_config,
+                        ignore=set(PretrainArgs.RESUME_FIXED) - set(state["run_config"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -307,6 +316,7 @@ class PretrainRecipe:
         self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=self.start or -1, report_to=args.report_to,
                               settings=dataclasses.asdict(args)) if rt.main else None
         if rt.main:
+            print(args.recipe_summary(), flush=True)
             atomic_write_text(self.out / "run_config.json",
                               json.dumps(dataclasses.asdict(args), indent=2, default=str))
         bar = tqdm(total=args.max_steps, initial=self.start, desc="pre-training", unit="step",

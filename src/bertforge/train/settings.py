@@ -5,6 +5,7 @@ are instant; every value is checked, naming its flag, before any data is read.""
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass, field
 
 from bertforge.config import PRESETS
@@ -34,6 +35,29 @@ SCHEDULES = ("linear", "cosine", "constant")  # bertforge.train.schedule
 AMP = ("auto", "bf16", "fp16", "off")
 REPORT_TO = ("none", "tensorboard")  # where MetricsLog (train/logs.py) also writes
 TENSORBOARD_HINT = "pip install 'bertforge[tensorboard]' (or pip install tensorboard==2.21.0)"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a pre-training run takes for the flags it is not given (docs/recipes.md has the measurements)."""
+
+    arch: str  # the family trained when neither --arch, --objective nor --no-nsp is given
+    lr: float
+    masked_lm_prob: float  # of the masked-LM objectives (ELECTRA keeps its paper's 15%)
+    warmup_steps: int | None = None  # a fixed warm-up ...
+    warmup_share: float | None = None  # ... or a share of --max-steps
+
+
+# Google's BERT defaults hold a small model at the unigram stage for thousands of steps (held-out MLM perplexity
+# 0.6x the unigram model's at 1,000 steps of 32 x 128 on tiny, whether post-LN, pre-LN, without dropout or with
+# sinusoidal position init); ModernBERT's architecture with a high learning rate and 40% masking leaves it by
+# step 400 (docs/recipes.md). The small presets take that recipe unless --recipe google is given.
+RECIPES = {
+    "google": Recipe(arch="bert", lr=1e-4, masked_lm_prob=0.15, warmup_steps=100),
+    "small-budget": Recipe(arch="modernbert", lr=1e-3, masked_lm_prob=0.4, warmup_share=0.2),
+}
+SMALL_PRESETS = ("tiny", "mini", "small")
+MLM_OBJECTIVES = ("mlm+nsp", "mlm", "mlm+sop")
 # Upper bounds that catch a typo or an exponent slip (--lr 1e30, --max-steps 1e20) before any work: AdamW and
 # LAMB move each weight by about lr a step, so lr > 1 only diverges; 1e9 steps is years of training.
 MAX_LR = 1.0
@@ -91,16 +115,24 @@ class PretrainArgs(RunSettings):
     config: str | None = option(None, "a config.json instead of a preset", group="model")
     init_from: str | None = option(None, "continue pre-training from this model directory", group="model")
     dropout: float | None = option(None, "override both dropout probabilities", min=0, below=1, group="model")
+    recipe: str = option("auto", "what --arch, --lr, --masked-lm-prob and --warmup-steps are when not given. "
+                         "small-budget: ModernBERT (when neither --arch nor --objective is given), lr 1e-3, 40%% "
+                         "of tokens masked, warm-up 20%% of --max-steps: a small model leaves the unigram stage "
+                         "within a few hundred steps. google: BERT with mlm+nsp, lr 1e-4, 15%% masked, 100 warm-up "
+                         "steps. auto (the default): small-budget for the presets tiny, mini and small trained from "
+                         "scratch, google otherwise",
+                         choices=("auto", *RECIPES), group="model")
     objective: str | None = option(None, "mlm+nsp: masked LM with next-sentence prediction on sentence pairs "
-                                   "(BERT; the default); mlm: masked LM alone on packed text (No NSP; BERT or "
-                                   "ModernBERT); mlm+sop: masked LM with ALBERT's sentence-order prediction on "
-                                   "consecutive pairs; ltr: "
+                                   "(BERT; the google recipe's default); mlm: masked LM alone on packed text "
+                                   "(No NSP; BERT or ModernBERT); mlm+sop: masked LM with ALBERT's sentence-order "
+                                   "prediction on consecutive pairs; ltr: "
                                    "left-to-right LM with a causal mask (GPT); plm: permutation LM (XLNet); bilm: "
                                    "forward and backward LSTM LMs (ELMo); electra: replaced-token detection "
                                    "against a small masked-LM generator (ELECTRA)", choices=OBJECTIVE_NAMES,
                                    group="objective")
-    arch: str | None = option(None, "model family, where the objective does not imply it: bert (default), "
-                              "xlnet (plm), elmo (bilm), electra (electra), modernbert (mlm)",
+    arch: str | None = option(None, "model family, where the objective does not imply it: bert (the google "
+                              "recipe's default), modernbert (the small-budget recipe's), "
+                              "xlnet (plm), elmo (bilm), electra (electra)",
                               choices=tuple(ARCH_DEFAULT_OBJECTIVE), group="objective")
     nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
                        negate="--no-nsp", group="objective")
@@ -116,8 +148,11 @@ class PretrainArgs(RunSettings):
     mask_mix: str = option("80,10,10", "percentages of the chosen tokens that become [MASK], a random token, or "
                            "stay unchanged (the paper's Appendix C.2 ablation)", metavar="MASK,RANDOM,KEEP",
                            group="objective")
-    masked_lm_prob: float = option(0.15, "share of tokens predicted", above=0, max=1, group="objective")
-    max_predictions_per_seq: int = option(20, "most predicted tokens per sequence", min=1, group="objective")
+    masked_lm_prob: float | None = option(None, "share of tokens predicted (default: the recipe's; 15%% for "
+                                          "electra)", above=0, max=1, group="objective")
+    max_predictions_per_seq: int | None = option(None, "most predicted tokens per sequence (default: "
+                                                 "--masked-lm-prob x --seq-len, rounded up)", min=1,
+                                                 group="objective")
     seq_len: int = option(128, "max_seq_length of instances", min=16, max=8192, group="data")
     dupe_factor: int = option(1, "instance passes over the corpus", min=1, max=100, group="data")
     short_seq_prob: float = option(0.1, "share of instances made shorter than --seq-len", min=0, max=1,
@@ -130,14 +165,56 @@ class PretrainArgs(RunSettings):
                                      "backward FLOPs are counted from the model and the objective on the first "
                                      "steps' batches (train/flops.py), so objectives compare at equal compute",
                                      above=0, max=1e30, group="optimisation")
-    warmup_steps: int = option(100, "linear warm-up steps", min=0, max=MAX_STEPS, group="optimisation")
+    warmup_steps: int | None = option(None, "linear warm-up steps (default: the recipe's)", min=0, max=MAX_STEPS,
+                                      group="optimisation")
     seed: int = option(12345, "seed of data order, masks and initialisation", min=0, group="optimisation")
     save_every: int = option(200, "steps between checkpoints", min=1, max=MAX_STEPS, group="logging and checkpoints")
     keep_last: int = option(2, "checkpoints kept", min=1, group="logging and checkpoints")
     eval_every: int = option(100, "steps between held-out evaluations", min=1, max=MAX_STEPS,
                              group="logging and checkpoints")
     eval_instances: int = option(512, "held-out instances evaluated", min=1, group="logging and checkpoints")
+    lr: float | None = option(None, "peak learning rate (default: the recipe's)", above=0, max=MAX_LR,
+                              group="optimisation")
     extra: dict = field(default_factory=dict)
+    derived: list[str] = field(default_factory=list)  # the settings the recipe chose (not given by the user)
+
+    def _apply_recipe(self) -> None:
+        """Resolve --recipe and fill in the settings it decides that the user did not give (listed in ``derived``,
+        so the run's config records both the values and which were chosen for the user)."""
+        if self.recipe == "auto":
+            from_scratch = self.config is None and self.init_from is None
+            self.recipe = "small-budget" if from_scratch and self.preset in SMALL_PRESETS else "google"
+        recipe = RECIPES[self.recipe]
+        if self.objective is None:
+            if self.arch is None and not (self.config or self.init_from):
+                self.arch = recipe.arch
+                self.derived.append("arch")
+            self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or DEFAULT_ARCH]
+        defaults = {"lr": recipe.lr,
+                    "masked_lm_prob": recipe.masked_lm_prob if self.objective in MLM_OBJECTIVES else 0.15}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+                self.derived.append(name)
+        if self.max_predictions_per_seq is None:
+            self.max_predictions_per_seq = math.ceil(self.masked_lm_prob * self.seq_len)
+            self.derived.append("max_predictions_per_seq")
+        if self.warmup_steps is None:
+            self.derived.append("warmup_steps")
+            self.resolve_warmup()
+
+    def recipe_summary(self) -> str:
+        """One line: the recipe and what it chose for the flags not given."""
+        chosen = ", ".join(f"--{name.replace('_', '-')} {getattr(self, name)}" for name in self.derived)
+        return f"recipe {self.recipe}: " + (f"{chosen} (flags not given; --help says more)" if chosen else
+                                           "every setting it decides was given")
+
+    def resolve_warmup(self) -> None:
+        """The recipe's warm-up for the current --max-steps (called again once a FLOP budget's steps are known)."""
+        if "warmup_steps" in self.derived:
+            recipe = RECIPES[self.recipe]
+            self.warmup_steps = (recipe.warmup_steps if recipe.warmup_share is None
+                                 else round(recipe.warmup_share * self.max_steps))
 
     @property
     def mask_shares(self) -> tuple[float, float, float]:
@@ -146,7 +223,7 @@ class PretrainArgs(RunSettings):
         return mask, random, keep
 
     # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
-    RESUME_FIXED = ("preset", "config", "objective", "plm_k", "generator_size", "seq_len", "batch_size",
+    RESUME_FIXED = ("preset", "config", "recipe", "objective", "plm_k", "generator_size", "seq_len", "batch_size",
                     "grad_accum", "lr", "warmup_steps", "schedule", "optimizer", "weight_decay", "seed",
                     "whole_word_mask", "static_masks", "mask_spans", "mask_mix", "dupe_factor", "masked_lm_prob",
                     "max_predictions_per_seq", "short_seq_prob")
@@ -158,8 +235,7 @@ class PretrainArgs(RunSettings):
             if self.objective not in (None, NO_NSP_OBJECTIVE):
                 raise UsageError(f"contradicts --objective {self.objective}", flag="--no-nsp")
             self.objective = NO_NSP_OBJECTIVE
-        if self.objective is None:
-            self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or DEFAULT_ARCH]
+        self._apply_recipe()
         families = OBJECTIVE_FAMILIES[self.objective]
         if self.arch is not None and self.arch not in families:
             works = [name for name, trained in OBJECTIVE_FAMILIES.items() if self.arch in trained]
