@@ -21,12 +21,33 @@ class BertforgeError(Exception):
         super().__init__(message + (f"; {hint}" if hint else ""))
 
 
-class UsageError(BertforgeError, ValueError):
-    """A flag or argument value that cannot work (checked before any data is read)."""
+def flag_of(setting: str) -> str:
+    """The command-line flag of a library setting (an argument or settings field): ``top_k`` -> ``--top-k``."""
+    return "--" + setting.replace("_", "-")
 
-    def __init__(self, message: str, *, flag: str | None = None, hint: str | None = None):
-        self.flag = flag
-        super().__init__(f"{flag}: {message}" if flag else message, hint=hint)
+
+class Located:
+    """An error whose message starts with where the problem is: a flag (the command line's words) or a setting
+    (the library's: a function argument or settings field, which the command line prints as its flag)."""
+
+    flag: str | None
+    setting: str | None
+
+    def on_command_line(self) -> str:
+        """The message in the command line's words: a setting named by its flag."""
+        text = str(self)
+        return flag_of(self.setting) + text[len(self.setting):] if self.setting else text
+
+
+class UsageError(Located, BertforgeError, ValueError):
+    """A flag or argument value that cannot work (checked before any data is read). Library code names the
+    ``setting``; the command line names the ``flag``."""
+
+    def __init__(self, message: str, *, flag: str | None = None, setting: str | None = None,
+                 hint: str | None = None):
+        self.flag, self.setting = flag, setting
+        where = flag or setting
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
 
 
 class ConfigError(BertforgeError, ValueError):
@@ -47,13 +68,14 @@ class DataFormatError(BertforgeError, ValueError):
         super().__init__(f"{where}: {message}", hint=hint)
 
 
-class PathError(BertforgeError, FileNotFoundError):
+class PathError(Located, BertforgeError, FileNotFoundError):
     """A path that is missing, or of the wrong kind (a directory where a file is expected...)."""
 
     def __init__(self, message: str, *, path: str | os.PathLike, flag: str | None = None,
-                 hint: str | None = None):
-        self.path, self.flag = Path(path), flag
-        super().__init__(f"{flag} {path}: {message}" if flag else f"{path}: {message}", hint=hint)
+                 setting: str | None = None, hint: str | None = None):
+        self.path, self.flag, self.setting = Path(path), flag, setting
+        where = flag or setting
+        super().__init__(f"{where} {path}: {message}" if where else f"{path}: {message}", hint=hint)
 
 
 class CheckpointError(BertforgeError, ValueError):
@@ -71,23 +93,25 @@ class FetchError(BertforgeError, RuntimeError):
     """A registry package that could not be downloaded, verified or unpacked."""
 
 
-def require_file(path: str | os.PathLike, *, flag: str | None = None, what: str = "file") -> Path:
+def require_file(path: str | os.PathLike, *, flag: str | None = None, setting: str | None = None,
+                 what: str = "file") -> Path:
     """``path`` as a Path if it is an existing regular file; else a PathError saying what it is."""
     p = Path(path)
     if p.is_dir():
-        raise PathError(f"is a directory, expected a {what}", path=p, flag=flag)
+        raise PathError(f"is a directory, expected a {what}", path=p, flag=flag, setting=setting)
     if not p.exists():
-        raise PathError(f"no such {what}", path=p, flag=flag)
+        raise PathError(f"no such {what}", path=p, flag=flag, setting=setting)
     if not p.is_file():
-        raise PathError(f"is not a regular {what}", path=p, flag=flag)
+        raise PathError(f"is not a regular {what}", path=p, flag=flag, setting=setting)
     return p
 
 
-def require_dir(path: str | os.PathLike, *, flag: str | None = None, what: str = "directory") -> Path:
+def require_dir(path: str | os.PathLike, *, flag: str | None = None, setting: str | None = None,
+                what: str = "directory") -> Path:
     """``path`` as a Path if it is an existing directory; else a PathError saying what it is."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise PathError(f"is a file, expected a {what}", path=p, flag=flag)
+        raise PathError(f"is a file, expected a {what}", path=p, flag=flag, setting=setting)
     if not p.exists():
-        raise PathError(f"no such {what}", path=p, flag=flag)
+        raise PathError(f"no such {what}", path=p, flag=flag, setting=setting)
     return p

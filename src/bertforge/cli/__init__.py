@@ -14,7 +14,7 @@ import warnings
 
 from bertforge import __version__
 from bertforge.cli.commands import COMMANDS
-from bertforge.errors import BertforgeError
+from bertforge.errors import BertforgeError, Located
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     except (BertforgeError, ValueError, OSError) as e:  # expected failures: one line, no traceback
         if debug:
             raise
-        message = str(e) if not isinstance(e, OSError) or e.filename is None else f"{e.filename}: {e.strerror}"
+        message = (e.on_command_line() if isinstance(e, Located) else
+                   str(e) if not isinstance(e, OSError) or e.filename is None else f"{e.filename}: {e.strerror}")
         print(f"bertforge {args.command_name}: error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -102,7 +102,7 @@ def read_documents(
     """
     files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     if format != "auto" and format not in FORMATS:
-        raise UsageError(f"unknown corpus format {format!r}", flag="--format",
+        raise UsageError(f"unknown corpus format {format!r}", setting="format",
                          hint=f"use auto or one of {', '.join(FORMATS)}")
     plan = [(path, _check_file(path, format)) for path in files]
     stats = stats if stats is not None else CorpusStats()

@@ -40,10 +40,10 @@ class DataOptions:
     def __post_init__(self) -> None:
         check(self)
         if not (self.format in FORMATS or self.format.startswith("glue:")):
-            raise UsageError(f"unknown format {self.format!r}", flag="--format",
+            raise UsageError(f"unknown format {self.format!r}", setting="format",
                              hint=f"use one of {', '.join(FORMATS)} or glue:TASK")
         try:
             codecs.lookup(self.encoding)
         except LookupError:
-            raise UsageError(f"unknown encoding {self.encoding!r}", flag="--encoding",
+            raise UsageError(f"unknown encoding {self.encoding!r}", setting="encoding",
                              hint="use a Python codec name such as utf-8, latin-1 or cp1252") from None

@@ -93,9 +93,9 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
     """Write (or reuse) the prepared corpus in ``out_dir``; return its ``meta.json`` contents."""
     paths = [Path(p) for p in corpus]
     if not paths:
-        raise UsageError("no corpus files given", flag="--corpus")
+        raise UsageError("no corpus files given", setting="corpus")
     for p in paths:
-        require_file(p, flag="--corpus", what="corpus file")
+        require_file(p, setting="corpus", what="corpus file")
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
     key = fingerprint(paths, tokenizer_dir, settings)

@@ -31,10 +31,10 @@ MAX_OPSET = 20  # the newest the TorchScript exporter writes
 
 def check_export_settings(quantize: str | None, opset: int) -> None:
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise UsageError(f"unknown quantisation {quantize!r}", flag="--quantize",
+        raise UsageError(f"unknown quantisation {quantize!r}", setting="quantize",
                          hint=f"choose {' or '.join(QUANTIZATIONS)}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UsageError(f"must be at least {MIN_OPSET} and at most {MAX_OPSET}, got {opset}", flag="--opset")
+        raise UsageError(f"must be at least {MIN_OPSET} and at most {MAX_OPSET}, got {opset}", setting="opset")
 
 
 def check_backend(backend: str, flag: str | None = "--backend") -> str:
@@ -43,24 +43,25 @@ def check_backend(backend: str, flag: str | None = "--backend") -> str:
     return backend
 
 
-def find_export(path: str | os.PathLike, backend: str = "onnx", flag: str | None = None) -> Path:
+def find_export(path: str | os.PathLike, backend: str = "onnx", flag: str | None = None,
+                setting: str | None = None) -> Path:
     """The directory holding ``backend``'s graph, config.json and vocab.txt: ``path`` itself or
     ``path/onnx``. A PathError saying how to make one when there is none."""
     if backend not in ONNX_FILES:
-        raise UsageError(f"{backend!r} is not an ONNX backend", flag="--backend",
+        raise UsageError(f"{backend!r} is not an ONNX backend", setting="backend",
                          hint=f"choose one of {', '.join(ONNX_FILES)}")
     name = ONNX_FILES[backend]
-    p = require_dir(path, flag=flag, what="model directory")
+    p = require_dir(path, flag=flag, setting=setting, what="model directory")
     for d in (p, p / SUBDIR):
         if (d / name).is_file():
             missing = [f for f in ("config.json", "vocab.txt") if not (d / f).is_file()]
             if missing:
-                raise PathError(f"has {name} but no {missing[0]}", path=d, flag=flag,
+                raise PathError(f"has {name} but no {missing[0]}", path=d, flag=flag, setting=setting,
                                 hint="export it again with `bertforge export onnx`")
             return d
     quantize = " --quantize int8" if backend == "onnx-int8" else ""
     has_weights = any((p / w).is_file() for w in ("model.safetensors", "pytorch_model.bin"))
     command = (f"--model {p} --out {p / SUBDIR}" if has_weights and (p / "config.json").is_file()
                else f"--model MODEL_DIR --out {p}")
-    raise PathError(f"has no {name} (nor {SUBDIR}/{name})", path=p, flag=flag,
+    raise PathError(f"has no {name} (nor {SUBDIR}/{name})", path=p, flag=flag, setting=setting,
                     hint=f"export it first: bertforge export onnx {command}{quantize}")

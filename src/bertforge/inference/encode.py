@@ -89,10 +89,10 @@ def encode(model: BertModel, tokenizer: BertTokenizer, texts: Sequence[str],
     model through ``torch.compile`` (slower on CPU, where the compiled graph runs padded; for GPUs).
     """
     if pooling not in POOLINGS:
-        raise UsageError(f"pooling must be 'mean', 'cls' or 'pooler', got {pooling!r}", flag="--pooling")
+        raise UsageError(f"pooling must be 'mean', 'cls' or 'pooler', got {pooling!r}", setting="pooling")
     problem = pooling_problem(model, pooling)
     if problem:
-        raise UsageError(problem, flag="--pooling" if getattr(model, "pooler", None) is None else None,
+        raise UsageError(problem, setting="pooling" if getattr(model, "pooler", None) is None else None,
                          hint="use mean or cls pooling")
     enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
                     max_length=max_length, padding=False, return_tensors=None)

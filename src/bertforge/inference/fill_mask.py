@@ -29,7 +29,7 @@ def check_trained_head(model: BertForPreTraining, path: str, unused: tuple[str, 
     fresh = untrained_head(model, unused)
     if fresh:
         raise UsageError(f"{path} has no trained masked-LM head ({len(fresh)} weights of {fresh[0].split('.')[0]} "
-                         f"were just initialised), so its guesses would be random", flag="--model",
+                         f"were just initialised), so its guesses would be random", setting="model",
                          hint="use a pre-trained model directory (bertforge pretrain writes OUT/model), or pass "
                               "--allow-untrained-head to see them anyway")
 
@@ -40,7 +40,7 @@ def fill_mask(model: BertForPreTraining, tokenizer: BertTokenizer, text: str, to
     """For each [MASK] in ``text``, the ``top_k`` (token, probability) predictions of the MLM head."""
     if not 1 <= top_k <= tokenizer.vocab_size:
         raise UsageError(f"must be in [1, {tokenizer.vocab_size}] (the vocabulary size), got {top_k}",
-                         flag="--top-k")
+                         setting="top_k")
     limit = model.config.max_position_embeddings
     enc = tokenizer(text, max_length=limit)
     positions = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()

@@ -20,11 +20,11 @@ def generate(model: BertLMHeadModel, tokenizer: BertTokenizer, prefix: str, *, m
     The model has ``max_position_embeddings`` positions for [CLS], the prefix and the new pieces: a prefix
     cut to fit, or fewer new pieces than asked because the positions run out, is warned about (not silent)."""
     if max_new_tokens < 1:
-        raise UsageError(f"must be >= 1, got {max_new_tokens}", flag="--max-new-tokens")
+        raise UsageError(f"must be >= 1, got {max_new_tokens}", setting="max_new_tokens")
     if not 0 <= top_k <= tokenizer.vocab_size:
-        raise UsageError(f"must be in [0, {tokenizer.vocab_size}], got {top_k}", flag="--top-k")
+        raise UsageError(f"must be in [0, {tokenizer.vocab_size}], got {top_k}", setting="top_k")
     if temperature <= 0:
-        raise UsageError(f"must be > 0, got {temperature}", flag="--temperature")
+        raise UsageError(f"must be > 0, got {temperature}", setting="temperature")
     limit = model.config.max_position_embeddings
     pieces = tokenizer.piece_ids([prefix])[0]
     ids = [tokenizer.cls_token_id, *pieces][:limit - 1]

@@ -57,7 +57,7 @@ class OnnxModel:
         and every graph optimisation."""
         import onnxruntime as ort
 
-        where = find_export(path, backend, flag="--model")
+        where = find_export(path, backend, setting="model")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1

@@ -77,7 +77,7 @@ def check_max_length(opts: DataOptions, config) -> None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and opts.max_length > positions:
         raise UsageError(f"{opts.max_length} exceeds the model's {config.max_position_embeddings} positions "
-                         "(max_position_embeddings)", flag="--max-length")
+                         "(max_position_embeddings)", setting="max_length")
 
 
 def task_of(config, source: str | Path, family: ModelFamily) -> Task:
@@ -119,7 +119,7 @@ class Predictor:
         if check_backend(backend) != "torch":
             return cls._load_onnx(path, device, backend)
         if not isinstance(path, ModelDir):
-            require_dir(path, flag="--model", what="model directory")
+            require_dir(path, setting="model", what="model directory")
         source = ModelDir.read(path)
         if source.task is not None:  # feature-based, +BiLSTM or ELMo
             task = get_task(source.task_name)
@@ -135,7 +135,7 @@ class Predictor:
         from bertforge.inference.onnx import OnnxModel
 
         if torch.device(device).type != "cpu":
-            raise UsageError(f"the {backend} backend runs on the CPU, got device {device}", flag="--backend")
+            raise UsageError(f"the {backend} backend runs on the CPU, got device {device}", setting="backend")
         model = OnnxModel.load(path, backend)
         task = (get_task(model.settings["bertforge_task"]) if model.settings
                 else task_of(model.config, model.path, family_of(model.config)))

@@ -63,11 +63,11 @@ def check_features(features: str, frozen: bool, layers: int) -> None:
     """Refuse a --features choice the encoder cannot give (checked before any data is read, and again when the
     model is built)."""
     if features not in FEATURES:
-        raise UsageError(f"unknown features {features!r}", flag="--features", hint=f"use {', '.join(FEATURES)}")
+        raise UsageError(f"unknown features {features!r}", setting="features", hint=f"use {', '.join(FEATURES)}")
     if features != "last" and not frozen:
-        raise UsageError(f"{features} is for a frozen encoder", flag="--features", hint="add --freeze-encoder")
+        raise UsageError(f"{features} is for a frozen encoder", setting="features", hint="add --freeze-encoder")
     if features == "concat-last-4" and layers < 4:
-        raise UsageError(f"concat-last-4 needs 4 layers, the model has {layers}", flag="--features",
+        raise UsageError(f"concat-last-4 needs 4 layers, the model has {layers}", setting="features",
                          hint="use --features scalar-mix or last")
 
 
@@ -231,7 +231,7 @@ def _encoder(source, settings: dict[str, Any], pretrained: bool) -> nn.Module:
     if family.features is None:
         able = [f.name for f in FAMILIES.values() if f.features is not None]
         raise UsageError(f"feature-based and BiLSTM heads read {', '.join(able)} models, not {family.name}",
-                         flag="--model", hint=f"fine-tune {family.name} without --freeze-encoder and --head-bilstm")
+                         setting="model", hint=f"fine-tune {family.name} without --freeze-encoder and --head-bilstm")
     return family.features(source, settings, pretrained)
 
 

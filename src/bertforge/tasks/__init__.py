@@ -21,7 +21,7 @@ TASK_NAMES = tuple(TASKS)  # also in bertforge.train.settings, which the CLI rea
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}", flag="--task", hint=f"choose one of {', '.join(TASKS)}")
+        raise UsageError(f"unknown task {name!r}", setting="task", hint=f"choose one of {', '.join(TASKS)}")
     return TASKS[name]
 
 

@@ -49,7 +49,7 @@ class Task:
         """Unlabelled examples, one per line: a JSON object with the task's fields, or plain text."""
         import json
 
-        require_file(path, flag="--input", what="input file")
+        require_file(path, setting="input", what="input file")
         examples = []
         for lineno, line in read_lines(path, opts.encoding):
             line = line.rstrip("\r\n")
