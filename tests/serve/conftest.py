@@ -50,6 +50,7 @@ def serve_models(tmp_path_factory) -> dict[str, Path]:
     from bertforge.model.electra import ElectraForPreTraining
     from bertforge.model.elmo import ElmoBiLM, ElmoConfig
     from bertforge.model.families import preset_config
+    from bertforge.model.modernbert import ModernBertForMaskedLM
     from bertforge.model.static import StaticConfig, StaticEmbeddings
     from bertforge.model.xlnet import XLNetLMHeadModel
     from bertforge.tokenization import BertTokenizer
@@ -91,6 +92,11 @@ def serve_models(tmp_path_factory) -> dict[str, Path]:
         save("electra-classify", varied(fine_tuned("classify", paths["electra"]), tokenizer, "classify", sharpen=1))
         save("bilstm-tag", varied(fine_tuned("tag", paths["mlm"], bilstm=True), tokenizer, "tag"))
         save("static-classify", varied(fine_tuned("classify", paths["static"]), tokenizer, "classify"))
+        # last, so that the models above draw the same random weights as before ModernBERT joined
+        save("modernbert", ModernBertForMaskedLM(preset_config("modernbert", "tiny", vocab_size=len(VOCAB),
+                                                               pad_token_id=tokenizer.pad_token_id)))
+        for task in TASK_LABELS:
+            save(f"modernbert-{task}", varied(fine_tuned(task, paths["modernbert"]), tokenizer, task))
     return paths
 
 

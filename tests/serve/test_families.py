@@ -29,6 +29,7 @@ MODELS = {  # served model -> its route
     "xlnet-classify": "classify", "xlnet-tag": "tag", "xlnet-qa": "qa", "xlnet-choice": "choice",
     "elmo-classify": "classify", "elmo-tag": "tag", "elmo-qa": "qa", "elmo-choice": "choice",
     "electra-classify": "classify", "bilstm-tag": "tag", "static-classify": "classify",
+    "modernbert-classify": "classify", "modernbert-tag": "tag", "modernbert-qa": "qa", "modernbert-choice": "choice",
 }
 
 
@@ -116,12 +117,12 @@ def check_detail(route: str, model, given, answer: dict) -> None:
 
 
 def test_every_task_family_and_model_family_is_covered(served):
-    """The table above serves every task of predict's table, on BERT, XLNet and ELMo alike."""
+    """The table above serves every task of predict's table, on BERT, XLNet, ELMo and ModernBERT alike."""
     from bertforge.tasks import TASKS
 
     assert {served(name).task.name for name in MODELS} == set(TASKS)
-    assert {served(name).family for name in MODELS} == {"bert", "xlnet", "elmo", "electra", "static"}
-    for family in ("bert", "xlnet", "elmo"):
+    assert {served(name).family for name in MODELS} == {"bert", "xlnet", "elmo", "electra", "static", "modernbert"}
+    for family in ("bert", "xlnet", "elmo", "modernbert"):
         tasks = {served(name).task.name for name in MODELS if served(name).family == family}
         assert tasks >= {"classify", "tag", "qa", "choice"}, family
 

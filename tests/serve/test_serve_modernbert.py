@@ -1,7 +1,7 @@
 """A pre-trained ModernBERT directory (what `bertforge pretrain --preset tiny` writes by default) is served: /fill-mask
 answers what ``inference.fill_mask`` answers for the same directory, loaded as `bertforge fill-mask` loads it, and
 /embed what ``inference.encode`` (`bertforge encode`) gives, whether requests are batched together or run alone;
-/attention is a 400 naming the family, and a pre-trained XLNet or ELECTRA is still refused at start-up."""
+/attention the encoder's own probabilities, and a pre-trained XLNet or ELECTRA is still refused at start-up."""
 
 from __future__ import annotations
 
@@ -57,17 +57,17 @@ def library_model(path, kind: str):
         return source.family.heads[kind].from_pretrained(path).eval(), source.tokenizer
 
 
-def test_a_pretrained_modernbert_serves_fill_mask_embed_and_tokenize(served_modernbert, make_client):
+def test_a_pretrained_modernbert_serves_fill_mask_embed_attention_and_tokenize(served_modernbert, make_client):
     from bertforge.model.modernbert import ModernBertForMaskedLM, ModernBertModel
 
     model = served_modernbert
     assert model.family == "modernbert" and model.task_name == "fill-mask"
-    assert model.routes == ("embed", "fill-mask", "tokenize")
+    assert model.routes == ("embed", "fill-mask", "attention", "tokenize")
     assert isinstance(model.mlm, ModernBertForMaskedLM) and isinstance(model.encoder, ModernBertModel)
     with make_client(model) as c:
         info = c.get("/info").json()
         tokens = c.post("/tokenize", json={"inputs": "the cat sees"}).json()
-    assert info["family"] == "modernbert" and info["routes"] == ["embed", "fill-mask", "tokenize"]
+    assert info["family"] == "modernbert" and info["routes"] == ["embed", "fill-mask", "attention", "tokenize"]
     assert info["config"]["layers"] == 2 and info["config"]["pooler"] is False
     ids = model.tokenizer("the cat sees")["input_ids"][0].tolist()
     assert tokens["ids"] == ids and tokens["tokens"][0] == "[CLS]" and tokens["tokens"][-1] == "[SEP]"
@@ -126,14 +126,31 @@ def test_embed_pooler_is_422_since_modernbert_has_none(served_modernbert, make_c
     assert r.status_code == 422 and r.json()["field"] == "pooling" and "no pooler" in r.json()["error"]
 
 
-def test_attention_is_400_naming_modernbert(served_modernbert, make_client):
+def test_attention_equals_the_models_own_probabilities(served_modernbert, modernbert_dir, make_client):
+    """Every layer's maps, the sliding-window layer's included, as the encoder returns them (1e-5); batched with a
+    short text, the long one's maps do not change."""
+    import torch
+
+    from bertforge.model.registry import ENCODER
+
     with make_client(served_modernbert) as c:
-        r = c.post("/attention", json={"inputs": "the cat"})
-    assert r.status_code == 400 and r.json()["field"] is None
-    message = r.json()["error"]
-    assert message.startswith("/attention is not served by this model (family modernbert, its task is fill-mask)")
-    assert "/attention is served for bert models alone, not for modernbert ones" in message
-    assert message.endswith("it serves /embed, /fill-mask, /tokenize")
+        both = c.post("/attention", json={"inputs": [TEXTS[0], TEXTS[2]]})
+        alone = c.post("/attention", json={"inputs": TEXTS[2]})
+        one = c.post("/attention", json={"inputs": TEXTS[2], "layer": 1, "head": 0})
+    assert both.status_code == alone.status_code == one.status_code == 200, both.text
+    encoder, tokenizer = library_model(modernbert_dir, ENCODER)
+    enc = tokenizer(TEXTS[2])
+    with torch.no_grad():
+        expected = torch.stack(encoder(enc["input_ids"], enc["attention_mask"], output_attentions=True).attentions,
+                               1)[0].numpy()  # (L, A, T, T)
+    served = np.array(both.json()[1]["attention"])
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(alone.json()["attention"]), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(one.json()["attention"])[0, 0], expected[1, 0], atol=1e-5)
+    np.testing.assert_allclose(served.sum(-1), 1.0, atol=1e-4)  # each value rounded to 6 places
+    T = served.shape[-1]
+    far = np.abs(np.arange(T)[:, None] - np.arange(T)[None, :]) > 8  # outside layer 1's window (8 either side)
+    assert T > 40 and (served[1][:, far] == 0).all() and (served[0][:, far] > 0).any()  # layer 0 is global
 
 
 @pytest.mark.parametrize("name", ["xlnet", "electra"])

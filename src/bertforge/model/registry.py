@@ -193,7 +193,7 @@ def _register_builtins() -> None:
                TOKEN: modernbert.ModernBertForTokenClassification, CHOICE: modernbert.ModernBertForMultipleChoice,
                SPAN: modernbert.ModernBertForQuestionAnswering},
         dropout_fields=("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"),
-        can=frozenset({ENCODE, FILL_MASK, EXPORT, SERVE}), positions=positions, default_objective="mlm",
+        can=frozenset({ENCODE, FILL_MASK, EXPORT, SERVE, ATTENTION}), positions=positions, default_objective="mlm",
         pretrain_config={"sparse_prediction": True}))  # the masked LM decodes the labelled positions alone
 
 

@@ -8,7 +8,7 @@ and the finish turns each request's outputs into its answer. No model arithmetic
   decode, as ``predict``, with each answer's detail.
 - A pre-trained model of a family the registry lets serve (``SERVE``: BERT, ModernBERT) serves what its family
   can (``ModelFamily.can``): fill-mask from its trained masked-LM head (``inference.fill_mask``), embed from its
-  encoder (``inference.encode``) and attention (``inference.attention``; BERT's alone), as ``bertforge
+  encoder (``inference.encode``) and attention (``inference.attention``), as ``bertforge
   fill-mask``, ``encode`` and ``attention`` answer for the same directory.
 - A BERT encoder inside a task model serves embed and attention too.
 Every model serves tokenize. A route the model cannot serve is answered 400, naming the model's family and task
