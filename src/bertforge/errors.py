@@ -36,7 +36,7 @@ class Located:
     def on_command_line(self) -> str:
         """The message in the command line's words: a setting named by its flag."""
         text = str(self)
-        return flag_of(self.setting) + text[len(self.setting):] if self.setting else text
+        return flag_of(self.setting) + text[len(self.setting):] if self.setting and not self.flag else text
 
 
 class UsageError(Located, BertforgeError, ValueError):
