@@ -40,6 +40,7 @@ ALLOWED = {
     "model/elmo/config.py": "the same, for ELMo",
     "model/electra/config.py": "the same, for ELECTRA",
     "model/modernbert/config.py": "the same, for ModernBERT",
+    "model/roformer/config.py": "the same, for RoFormer",
     "ablation/run.py": "'bert' there is the name of an ablation variant (the baseline), not a family",
     "io/google_bert.py": "its own table of the heads of Google's TF checkpoints (convert --task), one of them "
                          "called classify",
@@ -124,7 +125,7 @@ def pretrain_args(tmp_path, **fields):
 def test_an_impossible_arch_and_objective_is_one_error_listing_the_possible_ones(tmp_path):
     with pytest.raises(UsageError, match=r"--arch: --objective plm trains xlnet, not modernbert.*--objective mlm"):
         pretrain_args(tmp_path, arch="modernbert", objective="plm")
-    with pytest.raises(UsageError, match=r"--objective mlm\+nsp trains bert, not modernbert.*--objective mlm"):
+    with pytest.raises(UsageError, match=r"--objective mlm\+nsp trains bert or roformer, not modernbert.*--objective mlm"):
         pretrain_args(tmp_path, arch="modernbert", objective="mlm+nsp")
     with pytest.raises(UsageError, match=r"--objective electra trains electra, not xlnet.*--objective plm"):
         pretrain_args(tmp_path, arch="xlnet", objective="electra")
@@ -149,7 +150,7 @@ def test_a_modernbert_config_with_an_odd_window_names_the_field(tmp_path, capsys
         ModelDir.read(tmp_path)
     (tmp_path / "c.txt").write_text("A cat sat.\nIt ran.\n\nA dog sat.\nIt ran.\n")
     with pytest.raises(SystemExit):
-        cli(["pretrain", "--corpus", str(tmp_path / "c.txt"), "--config", str(tmp_path / "config.json"),
+        cli(["pretrain", "--corpus", str(tmp_path / "c.txt"), "--model-config", str(tmp_path / "config.json"),
              "--objective", "mlm", "--out", str(tmp_path / "run"), "--no-progress"])
     assert "local_attention" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
@@ -297,7 +298,7 @@ def test_a_family_without_a_capability_is_refused_by_name(tiny_family, tmp_path,
     with pytest.raises(SystemExit):
         cli(["fill-mask", "--model", str(tmp_path), "the [MASK] sat"])
     err = capsys.readouterr().err
-    assert "fill-mask needs a BERT-family model (bert, modernbert); this is tiny-test" in err
+    assert "fill-mask needs a BERT-family model (bert, modernbert, roformer); this is tiny-test" in err
 
 
 # --- ModernBERT, from pre-training to every command --------------------------------------------------------------

@@ -32,16 +32,18 @@ class BertSelfAttention(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # x: (B, T, H); mask: bool, True = may attend: (B, 1, 1, T) padding, (B, 1, T, T) or (B, 1, S, T) causal,
         # or None when every position sees every other.
-        # queries: (B, S, H) rows of x that alone need an output (default: all of x).
+        # queries: (B, S, H) rows of x that alone need an output (default: all of x), at query_positions (B, S).
         # Unpadded (mask is the layout): x (N, H) packed real tokens; queries (B * S, H) at query_positions (B, S).
         if isinstance(mask, Unpadded):
             A, D = self.num_heads, self.head_size
             q = self.query(x if queries is None else queries).view(-1, A, D)  # (N or B * S, A, D)
             k, v = self.key(x).view(-1, A, D), self.value(x).view(-1, A, D)  # (N, A, D)
+            q, k, v = self.with_positions(q, k, v, mask, query_positions)
             context = attention(q, k, v, mask, self.dropout_p if self.training else 0.0, query_positions)
             return context.flatten(1), None
         q = self._heads(self.query(x if queries is None else queries))
         k, v = self._heads(self.key(x)), self._heads(self.value(x))
+        q, k, v = self.with_positions(q, k, v, mask, query_positions)
         if output_attentions:  # the explicit path, so the probabilities can be returned
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, A, T, T)
             if mask is not None:
@@ -54,6 +56,13 @@ class BertSelfAttention(nn.Module):
                                                    dropout_p=self.dropout_p if self.training else 0.0)
         B, A, S, D = context.shape
         return context.transpose(1, 2).reshape(B, S, A * D), probs
+
+    def with_positions(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | Unpadded | None,
+                       query_positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where a model puts positions into attention itself (RoFormer's rotations: model/roformer/); BERT's are
+        in its embeddings, so nothing here. q: (B, A, S or T, D), k, v: (B, A, T, D); unpadded q (N or B * S, A, D),
+        k, v (N, A, D)."""
+        return q, k, v
 
 
 class BertSelfOutput(nn.Module):

@@ -74,14 +74,15 @@ class BertEncoder(nn.Module):
         attentions = [] if output_attentions else None
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
-            queries = None
+            queries = positions = None
             if output_positions is not None and i == last:
+                positions = output_positions  # the queries' positions (rotary attention reads them)
                 queries = x.gather(1, output_positions[..., None].expand(-1, -1, x.shape[-1]))  # (B, S, H)
                 if mask is not None and mask.shape[2] > 1:  # a causal mask: keep the queries' rows
                     B, S, T = *output_positions.shape, mask.shape[-1]
                     rows = output_positions[:, None, :, None].expand(B, 1, S, T)
                     mask = mask.expand(B, 1, T, T).gather(2, rows)  # (B, 1, S, T)
-            x, probs = layer(x, mask, output_attentions, queries)
+            x, probs = layer(x, mask, output_attentions, queries, positions)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:

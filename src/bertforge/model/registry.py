@@ -156,7 +156,7 @@ def _elmo_preset(preset: str, **overrides: Any):
 def _register_builtins() -> None:
     from bertforge.model import (BertForMultipleChoice, BertForPreTraining, BertForQuestionAnswering,
                                  BertForSequenceClassification, BertForTokenClassification, BertLMHeadModel, BertModel)
-    from bertforge.model import electra, modernbert, xlnet
+    from bertforge.model import electra, modernbert, roformer, xlnet
     from bertforge.model.elmo import ElmoConfig
     from bertforge.model.elmo.pieces import ElmoPieceLM
     from bertforge.model.static import StaticConfig
@@ -195,6 +195,15 @@ def _register_builtins() -> None:
         dropout_fields=("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"),
         can=frozenset({ENCODE, FILL_MASK, EXPORT, SERVE, ATTENTION}), positions=positions, default_objective="mlm",
         pretrain_config={"sparse_prediction": True}))  # the masked LM decodes the labelled positions alone
+    register(ModelFamily(  # BERT with rotary positions: mlm+nsp and mlm+sop train the pre-training model, mlm the MLM
+        "roformer", roformer.RoFormerConfig, roformer.RoFormerConfig.preset,
+        heads={ENCODER: roformer.RoFormerModel, PRETRAINING: roformer.RoFormerForPreTraining,
+               MASKED_LM: roformer.RoFormerForMaskedLM, CAUSAL_LM: roformer.RoFormerForCausalLM,
+               SEQUENCE: roformer.RoFormerForSequenceClassification, TOKEN: roformer.RoFormerForTokenClassification,
+               CHOICE: roformer.RoFormerForMultipleChoice, SPAN: roformer.RoFormerForQuestionAnswering},
+        features=roformer.roformer_features, dropout_fields=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        can=frozenset({ENCODE, FILL_MASK, GENERATE, EXPORT, SERVE, ATTENTION}), positions=positions,
+        default_objective="mlm+nsp"))
 
 
 _register_builtins()
