@@ -58,13 +58,19 @@ class ConfigError(BertforgeError, ValueError):
         super().__init__(f"{source}: {message}" if source else message, hint=hint)
 
 
+class Row(int):
+    """The 1-based number of a row of a columnar file (Parquet, Arrow: ``data/columnar.py``), given where a text
+    file's line number goes; such a file has no lines, so a DataFormatError says "row N" for it."""
+
+
 class DataFormatError(BertforgeError, ValueError):
-    """A data file that does not have the expected format; the message names the file and line."""
+    """A data file that does not have the expected format; the message names the file and line (or row)."""
 
     def __init__(self, message: str, *, path: str | os.PathLike, line: int | None = None,
                  field: str | None = None, hint: str | None = None):
         self.path, self.line, self.field = Path(path), line, field
-        where = f"{path}:{line}" if line is not None else f"{path}"
+        where = (f"{path}, row {line}" if isinstance(line, Row) else f"{path}:{line}" if line is not None
+                 else f"{path}")
         super().__init__(f"{where}: {message}", hint=hint)
 
 

@@ -143,9 +143,10 @@ def train_vocab(texts: Iterable[str], vocab_size: int, *, lowercase: bool = True
 
 
 def train_vocab_from_corpus(paths: Iterable[str | Path], vocab_size: int, out_dir: str | Path, *,
-                            lowercase: bool = True, format: str = "auto", stats: CorpusStats | None = None
-                            ) -> BertTokenizer:
-    """Read corpora with the pre-training readers, train a vocabulary, save it to ``out_dir``.
+                            lowercase: bool = True, format: str = "auto", stats: CorpusStats | None = None,
+                            text_field: str = "text") -> BertTokenizer:
+    """Read corpora with the pre-training readers (``text_field``: the JSONL field, Parquet or Arrow column with the
+    text), train a vocabulary, save it to ``out_dir``.
 
     ``stats``, when given, is filled in with what the read found (documents, undecodable bytes replaced by
     U+FFFD: counted by the same reader ``pretrain`` and ``data prepare`` use)."""
@@ -153,8 +154,8 @@ def train_vocab_from_corpus(paths: Iterable[str | Path], vocab_size: int, out_di
 
     paths = list(paths)
     stats = CorpusStats() if stats is None else stats
-    counts = count_words((s for doc in read_documents(paths, format=format, stats=stats) for s in doc),
-                         lowercase=lowercase)
+    documents = read_documents(paths, format=format, text_field=text_field, stats=stats)
+    counts = count_words((s for doc in documents for s in doc), lowercase=lowercase)
     require_documents(stats, paths)
     tokenizer = _from_counts(counts, vocab_size, lowercase)
     tokenizer.save_pretrained(out_dir)

@@ -206,6 +206,22 @@ def cli_inputs(tmp_path_factory) -> dict[str, Path]:
     x["squad"] = d / "squad.json"  # SQuAD v1.1
     x["squad"].write_text(json.dumps({"version": "1.1", "data": [{"title": "towns", "paragraphs": paragraphs}]}))
 
+    # --- Parquet (the test extra has pyarrow) -------------------------------------------------
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name in ("train", "dev"):  # the classification rows of train.jsonl and dev.jsonl
+        rows = [json.loads(line) for line in x[f"{name}_jsonl"].read_text().splitlines()]
+        x[f"{name}_parquet"] = d / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), x[f"{name}_parquet"], row_group_size=4)
+    x["no_text_parquet"] = d / "sentences.parquet"  # rows whose text is in a 'sentence' column, not 'text'
+    rows = [json.loads(line) for line in x["train_jsonl"].read_text().splitlines()]
+    pq.write_table(pa.table({"sentence": [r["text"] for r in rows], "label": [r["label"] for r in rows]}),
+                   x["no_text_parquet"])
+    x["cut_parquet"] = d / "cut-short.parquet"  # a Parquet file cut in half: its footer is gone
+    data = x["train_parquet"].read_bytes()
+    x["cut_parquet"].write_bytes(data[:len(data) // 2])
+
     # --- things a command must not overwrite ------------------------------------------------
     x["existing_file"] = d / "notes.txt"  # a user's file, given as --out
     x["existing_file"].write_text("my notes, not a run directory\n")

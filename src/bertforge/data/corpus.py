@@ -15,18 +15,25 @@ in any of these formats:
                           text left after cleaning is an empty one
 ``"peoples-daily"``       People's Daily (PKU) segmented text, ``word/tag`` tokens, tags dropped
                           and words rejoined without spaces (see ``_peoples_daily_documents``)
+``"parquet"``             a Parquet file: each row's ``text_field`` column is one document, as a
+                          JSON line's field (a null is an empty document); read a row group at a
+                          time (``columnar.py``, which needs pyarrow)
+``"arrow"``               the same from an Arrow IPC file or stream, a ``datasets`` folder
+                          (``save_to_disk``) or a ``datasets.Dataset``
 ========================  ====================================================================
 
-``format="auto"`` decides per file: ``.jsonl``/``.ndjson`` → jsonl and ``.xml`` → wiki (after
-stripping ``.gz``/``.bz2``); otherwise the first 64 KiB decide: a ``<mediawiki`` root → wiki, a
-first line that is a JSON object → jsonl, a first line of ``word/tag`` tokens → peoples-daily, a
-blank line together with a block of two or more lines → google, anything else → lines.
+``format="auto"`` decides per file: Parquet and Arrow by their first bytes (a datasets folder by its
+``state.json``); ``.jsonl``/``.ndjson`` → jsonl and ``.xml`` → wiki (after stripping ``.gz``/``.bz2``);
+otherwise the first 64 KiB decide: a ``<mediawiki`` root → wiki, a first line that is a JSON object →
+jsonl, a first line of ``word/tag`` tokens → peoples-daily, a blank line together with a block of two
+or more lines → google, anything else → lines.
 
 ``.gz`` and ``.bz2`` files (by name or magic number) are decompressed on the fly. Text is decoded
 as UTF-8 with undecodable bytes replaced by U+FFFD and counted. Lines are stripped and runs of
 whitespace collapsed. Documents with no sentence are skipped and counted. A missing file, an
 unknown format and a file that looks binary are errors raised when ``read_documents`` is called,
-before anything is read; a malformed JSON or XML record is an error naming the file and line.
+before anything is read, as are columnar data without the text column and a file whose schema cannot
+be read; a malformed JSON or XML record is an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -43,9 +50,9 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.etree.ElementTree import ParseError
 
-from bertforge.data import peoples_daily, segment
+from bertforge.data import columnar, peoples_daily, segment
 from bertforge.data.sentences import split_sentences
-from bertforge.errors import DataFormatError, UsageError, require_file
+from bertforge.errors import DataFormatError, UsageError
 from bertforge.io.jsonl import parse_jsonl
 from bertforge.data.wiki import iter_wiki_articles
 
@@ -54,8 +61,9 @@ __all__ = [
 ]
 
 Document = list[str]  # the sentences of one document, in order
-FORMATS = ("google", "lines", "jsonl", "wiki", "peoples-daily")
+FORMATS = ("google", "lines", "jsonl", "wiki", "peoples-daily", *columnar.FORMATS)
 PathLike = str | os.PathLike
+TEXT_FIELD_HINT = "set text_field (--text-field) to the field or column that holds the text"
 
 _SNIFF_BYTES = 64 * 1024
 _NUL_WINDOW = 8 * 1024
@@ -92,7 +100,8 @@ def read_documents(
     stats: CorpusStats | None = None,
     keep_words: bool = False,
 ) -> Iterator[Document]:
-    """Yield the non-empty documents of ``paths`` (one file or several, read in order).
+    """Yield the non-empty documents of ``paths`` (one file or several, read in order; a ``datasets.Dataset`` may
+    stand for a file).
 
     ``keep_words=True``: People's Daily sentences come as ``segment.SegmentedSentence`` (a ``str`` that also
     carries where the corpus's words start), for whole-word masking.
@@ -100,24 +109,26 @@ def read_documents(
     Pass a ``CorpusStats`` to have it filled in; ``require_documents`` turns "nothing read"
     into a clear error. Files are checked (exist, not binary, format known) before this returns.
     """
-    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    one = isinstance(paths, (str, os.PathLike)) or columnar.is_dataset(paths)
+    files = [columnar.source(paths)] if one else [columnar.source(p) for p in paths]
     if format != "auto" and format not in FORMATS:
         raise UsageError(f"unknown corpus format {format!r}", setting="format",
                          hint=f"use auto or one of {', '.join(FORMATS)}")
-    plan = [(path, _check_file(path, format)) for path in files]
+    plan = [(path, _check_file(path, format, text_field)) for path in files]
     stats = stats if stats is not None else CorpusStats()
     return _read_all(plan, text_field, stats, keep_words)
 
 
 def detect_format(path: PathLike) -> str:
     """The format ``format="auto"`` picks for ``path`` (rules in the module docstring)."""
-    return _check_file(Path(path), "auto")
+    return _check_file(columnar.source(path), "auto")
 
 
 def require_documents(stats: CorpusStats, paths: PathLike | Iterable[PathLike]) -> None:
     """Raise DataFormatError if a finished read found no document at all."""
     if stats.documents == 0:
-        names = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
+        one = isinstance(paths, (str, os.PathLike)) or columnar.is_dataset(paths)
+        names = [str(columnar.source(p)) for p in ([paths] if one else paths)]
         raise DataFormatError(
             f"no documents: read {stats.files} file(s), {stats.bytes_read} bytes, skipped "
             f"{stats.empty_documents_skipped} empty document(s)", path=", ".join(names) or "(no files)")
@@ -136,10 +147,25 @@ def _open_binary(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _check_file(path: Path, format: str) -> str:
-    """Fail early on a missing or binary file; return the format to read it with."""
+def _check_file(path: Path | columnar.DatasetSource, format: str, text_field: str | None = None) -> str:
+    """Fail early on a missing or binary file (or columnar data without ``text_field``); return the format to read
+    it with."""
+    kind = columnar.detect(path)
+    if kind is None and format not in columnar.FORMATS:
+        return _check_text(path, format)
+    columnar.require_source(path, what="corpus file")
+    if kind is not None and format not in ("auto", *columnar.FORMATS):
+        raise DataFormatError(f"is {kind} data, not {format}", path=path,
+                              hint=f"leave the format to auto, or give {kind}")
+    kind = kind if format == "auto" else format
+    if text_field is not None:  # a missing column or a damaged file, before anything is read
+        columnar.open_columnar(path, kind).require_text(text_field, hint=TEXT_FIELD_HINT)
+    return kind
+
+
+def _check_text(path: Path, format: str) -> str:
     if not path.is_file():
-        require_file(path, what="corpus file")
+        columnar.require_source(path, what="corpus file")
     try:
         with _open_binary(path) as f:
             head = f.read(_SNIFF_BYTES)
@@ -210,6 +236,9 @@ def _read_all(
 ) -> Iterator[Document]:
     for path, fmt in plan:
         stats.files += 1
+        if fmt in columnar.FORMATS:
+            yield from (doc for doc in _columnar_documents(path, fmt, text_field, stats) if stats.add(doc))
+            continue
         try:
             with _open_binary(path) as f:
                 if fmt == "wiki":
@@ -249,8 +278,17 @@ def _jsonl_documents(lines: Iterable[str], path: Path, text_field: str) -> Itera
     for lineno, record in parse_jsonl(enumerate(lines, 1), path):
         if not isinstance(record.get(text_field), str):
             raise DataFormatError(f"expected a string field {text_field!r}", path=path, line=lineno,
-                                  field=text_field, hint="pass --text-field with the field that holds the text")
+                                  field=text_field, hint=TEXT_FIELD_HINT)
         yield split_sentences(record[text_field])
+
+
+def _columnar_documents(path: Path | columnar.DatasetSource, fmt: str, text_field: str,
+                        stats: CorpusStats) -> Iterator[Document]:
+    """A row's text column is one document, as a JSON line's field is; a null is an empty one."""
+    for _row, record in columnar.open_columnar(path, fmt).rows([text_field]):
+        text = record[text_field] or ""
+        stats.bytes_read += len(text.encode("utf-8", "surrogatepass"))
+        yield split_sentences(text)
 
 
 class _CountingReader:

@@ -32,13 +32,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bertforge.data import columnar
 from bertforge.data.corpus import FORMATS, CorpusStats, Document, read_documents, require_documents
 from bertforge.data.instances import Instance, create_instances
 from bertforge.data.masking import SpecialIds, continuation_mask
 from bertforge.data.segment import (SegmentedSentence, Segmenter, continuation_bits, has_cjk, require_segmenter,
                                      segmenter_installed, segmenter_version)
 from bertforge.data.word_cache import WordPieceCache
-from bertforge.errors import DataFormatError, UsageError, require_file
+from bertforge.errors import DataFormatError, UsageError
 from bertforge.io.atomic import atomic_dir
 from bertforge.options import check, option
 from bertforge.tokenization import BertTokenizer
@@ -61,6 +62,8 @@ class PrepareSettings:
     eval_fraction: float = option(0.05, "share of documents held out", min=0, below=1)
     seed: int = option(12345, "seed of the document split and instance choices", min=0)
     format: str = option("auto", "corpus format (default: detect per file)", choices=("auto", *FORMATS))
+    text_field: str = option("text", "the JSONL field, or the Parquet / Arrow column, that holds each document's "
+                             "text")
     shard_bytes: int = option(4 << 20, "raw text per shard", min=1 << 10, cli=False)
     segment_words: bool = option(False, "store each piece's word for whole-word masking: Chinese text segmented "
                                  "by jieba (People's Daily by its own segmentation), ## pieces with their word")
@@ -74,14 +77,15 @@ def special_ids(tokenizer: BertTokenizer) -> SpecialIds:
                       pad=tokenizer.pad_token_id, vocab_size=tokenizer.vocab_size)
 
 
-def fingerprint(paths: list[Path], tokenizer_dir: Path, settings: PrepareSettings) -> str:
-    """Identity of a prepared corpus's instances: the files (path, size, mtime), the vocabulary, the settings
-    (but ``segment_words``, which adds an array and changes no instance: see :func:`_reusable`)."""
-    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "segment_words"}
+def fingerprint(paths: list[Path | columnar.DatasetSource], tokenizer_dir: Path, settings: PrepareSettings) -> str:
+    """Identity of a prepared corpus's instances: the files (path, size, mtime; a Dataset's fingerprint), the
+    vocabulary, the settings (but ``segment_words``, which adds an array and changes no instance: see
+    :func:`_reusable`; and ``text_field`` at its default, so corpora prepared before it existed are reused)."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items()
+              if k != "segment_words" and not (k == "text_field" and v == "text")}
     h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(columnar.identity(p).encode())
     h.update((tokenizer_dir / "vocab.txt").read_bytes())
     h.update((tokenizer_dir / "tokenizer_config.json").read_bytes()
              if (tokenizer_dir / "tokenizer_config.json").exists() else b"")
@@ -90,12 +94,11 @@ def fingerprint(paths: list[Path], tokenizer_dir: Path, settings: PrepareSetting
 
 def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
             settings: PrepareSettings = PrepareSettings(), workers: int = 2, progress: bool = True) -> dict:
-    """Write (or reuse) the prepared corpus in ``out_dir``; return its ``meta.json`` contents."""
-    paths = [Path(p) for p in corpus]
+    """Write (or reuse) the prepared corpus in ``out_dir``; return its ``meta.json`` contents. ``corpus``: files,
+    ``datasets`` folders or ``datasets.Dataset`` objects."""
+    paths = [columnar.require_source(p, setting="corpus", what="corpus file") for p in corpus]
     if not paths:
         raise UsageError("no corpus files given", setting="corpus")
-    for p in paths:
-        require_file(p, setting="corpus", what="corpus file")
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
     key = fingerprint(paths, tokenizer_dir, settings)
@@ -104,7 +107,7 @@ def prepare(corpus: Iterable[str | os.PathLike], tokenizer_dir: str | os.PathLik
         return existing
 
     stats = CorpusStats()
-    documents = read_documents(paths, format=settings.format, stats=stats,  # checks files up front
+    documents = read_documents(paths, format=settings.format, text_field=settings.text_field, stats=stats,
                                keep_words=settings.segment_words)
     with atomic_dir(out_dir) as tmp:
         counts, errors = {s: [] for s in SPLITS}, []

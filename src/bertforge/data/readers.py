@@ -1,7 +1,9 @@
 """Readers for fine-tuning data: GLUE TSVs, generic tables, SNLI, SWAG, CoNLL, sentiment lines.
 
 Every reader streams its file and returns a list of examples. Errors name the file, the 1-based
-line and what was missing, so a user with a broken file knows where to look.
+line and what was missing, so a user with a broken file knows where to look. The table, SNLI and
+SWAG readers also read Parquet and Arrow files, datasets folders and datasets.Dataset objects
+(``columnar.py``): their rows hold the fields a JSON line would.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Hashable, Iterable, Iterator, Sequence, TypeVar
 
+from bertforge.data import columnar
 from bertforge.data.examples import ChoiceExample, TaggedSentence, TextExample
 from bertforge.errors import DataFormatError
 from bertforge.io.jsonl import read_jsonl, read_lines
@@ -190,6 +193,9 @@ def _table_records(path: PathLike, suffix: str | None = None,
         yield lineno, dict(zip(header, row))
 
 
+COLUMNS_HINT = "the text_field and label_field settings (--text-field, --label-field) name the columns"
+
+
 def read_table(path: PathLike, text_field: str = "text", text_pair_field: str | None = "text_pair",
                label_field: str | None = "label", *, id_field: str | None = "id",
                regression: bool = False, encoding: str = "utf-8") -> list[TextExample]:
@@ -197,9 +203,15 @@ def read_table(path: PathLike, text_field: str = "text", text_pair_field: str | 
 
     ``text_pair_field`` and ``id_field`` may be absent from the file; the text and (unless
     ``label_field`` is None) the label must be present. Labels are str, or float if ``regression``.
+    Columnar data (Parquet, Arrow) is read by its columns of those names.
     """
+    if columnar.detect(path):
+        needed = [text_field] + ([label_field] if label_field is not None else [])
+        records = columnar.records(path, needed, optional=(text_pair_field, id_field), hint=COLUMNS_HINT)
+    else:
+        records = _table_records(path, encoding=encoding)
     examples = []
-    for lineno, rec in _table_records(path, encoding=encoding):
+    for lineno, rec in records:
         text = _field(rec, text_field, path, lineno)
         pair = rec.get(text_pair_field) if text_pair_field else None
         label = None
@@ -217,9 +229,10 @@ def read_table(path: PathLike, text_field: str = "text", text_pair_field: str | 
 
 
 def read_snli(path: PathLike, encoding: str = "utf-8") -> tuple[list[TextExample], int]:
-    """Read SNLI/MultiNLI JSONL; returns (pairs, count of pairs dropped for gold label "-")."""
+    """Read SNLI/MultiNLI JSONL, or columnar data with its fields or Hugging Face's (premise, hypothesis, label: -1
+    where the annotators did not agree); returns (pairs, count of pairs dropped for gold label "-")."""
     examples, dropped = [], 0
-    for lineno, rec in read_jsonl(path, encoding):
+    for lineno, rec in _snli_rows(path) if columnar.detect(path) else read_jsonl(path, encoding):
         label = _field(rec, "gold_label", path, lineno)
         if label == "-":
             dropped += 1
@@ -231,21 +244,36 @@ def read_snli(path: PathLike, encoding: str = "utf-8") -> tuple[list[TextExample
     return _nonempty(examples, path), dropped
 
 
+def _snli_rows(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of SNLI fields; Hugging Face's snli (premise, hypothesis, label) renamed to them."""
+    table = columnar.open_columnar(path)
+    if "sentence1" in table.columns or "premise" not in table.columns:
+        yield from table.rows(["sentence1", "sentence2", "gold_label"], optional=["pairID"])
+        return
+    for row, rec in table.rows(["premise", "hypothesis", "label"]):
+        yield row, {"sentence1": rec["premise"], "sentence2": rec["hypothesis"],
+                    "gold_label": "-" if rec["label"] is None else rec["label"]}
+
+
 SWAG_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 SWAG_FIELDS = ("sent1", "sent2", *SWAG_ENDINGS)
+SWAG_HINT = f"multiple choice reads SWAG's fields {', '.join(SWAG_FIELDS)} (and label, 0-3, for training)"
 
 
 def read_swag(path: PathLike, encoding: str = "utf-8") -> list[ChoiceExample]:
     """Read the official SWAG csv: context = sent1, ending i = sent2 + " " + ending_i.
 
-    The test file has no ``label`` column; its examples get label None. A .jsonl file with the same fields
-    is read too; a file without them (a classification file given to the choice task) is refused with the
-    fields this reader expects.
+    The test file has no ``label`` column; its examples get label None. A .jsonl file or columnar data with
+    the same fields is read too; a file without them (a classification file given to the choice task) is
+    refused with the fields this reader expects.
     """
     examples = []
     suffix = Path(path).suffix.lower()
-    for lineno, rec in _table_records(path, suffix if suffix in (".jsonl", ".json", ".ndjson") else ".csv",
-                                      encoding):
+    if columnar.detect(path):
+        records = columnar.records(path, SWAG_FIELDS, optional=("label", "fold-ind"), hint=SWAG_HINT)
+    else:
+        records = _table_records(path, suffix if suffix in (".jsonl", ".json", ".ndjson") else ".csv", encoding)
+    for lineno, rec in records:
         missing = [name for name in SWAG_FIELDS if name not in rec]
         if missing:
             raise DataFormatError(f"missing field(s) {', '.join(map(repr, missing))}: multiple choice reads SWAG's "
@@ -255,7 +283,7 @@ def read_swag(path: PathLike, encoding: str = "utf-8") -> list[ChoiceExample]:
         start = _field(rec, "sent2", path, lineno)
         endings = [f"{start} {_field(rec, name, path, lineno)}" for name in SWAG_ENDINGS]
         label = None
-        if "label" in rec and rec["label"] != "":
+        if rec.get("label") not in ("", None):
             try:
                 label = int(rec["label"])
             except ValueError:

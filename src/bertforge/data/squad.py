@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bertforge.data import columnar
 from bertforge.data.examples import QAExample
 from bertforge.data.readers import PathLike
 from bertforge.errors import DataFormatError
@@ -66,21 +67,53 @@ def read_squad(path: PathLike, encoding: str = "utf-8") -> tuple[list[QAExample]
                 answers = [{"text": _get(ans, "text", str, path, where_q),
                             "answer_start": _get(ans, "answer_start", int, path, where_q)}
                            for ans in answers]
-                for ans in answers:  # not a misalignment to skip: the file is broken here
-                    if ans["answer_start"] < 0 or ans["answer_start"] + len(ans["text"]) > len(context):
-                        raise DataFormatError(
-                            f"{where_q} ({where}.qas[{q}]): answer {ans['text'][:40]!r} at answer_start "
-                            f"{ans['answer_start']} lies past its context ({len(context)} characters)", path=path,
-                            field="answer_start", hint="answer_start counts characters from the start of the context")
-                bad = [ans for ans in answers if context[ans["answer_start"]:
-                       ans["answer_start"] + len(ans["text"])] != ans["text"]]
-                if bad:
-                    warnings.warn(f"{path}: question {qid}: answer {bad[0]['text']!r} is not at "
-                                  f"context[{bad[0]['answer_start']}:]; example skipped",
-                                  stacklevel=2)
+                example = _example(qid, question, context, answers, impossible, path, f"{where}.qas[{q}]")
+                if example is None:
                     skipped += 1
-                    continue
-                examples.append(QAExample(qid, question, context, answers, impossible))
+                else:
+                    examples.append(example)
+    return _nonempty(examples, skipped, path)
+
+
+def read_squad_rows(path: PathLike) -> tuple[list[QAExample], int]:
+    """SQuAD as Hugging Face's squad and squad_v2 datasets hold it, in columnar data (Parquet, Arrow, a datasets
+    folder or Dataset): a row per question with id, question, context and answers ({text: [...], answer_start:
+    [...]}, or a list of {text, answer_start}); a question without answers is unanswerable (v2.0). The examples,
+    and their checks, are ``read_squad``'s of the same questions in JSON."""
+    examples, skipped = [], 0
+    for row, rec in columnar.records(path, ["id", "question", "context", "answers"],
+                                     hint="question answering reads the columns of Hugging Face's squad"):
+        found = rec["answers"] or {}
+        pairs = (zip(found.get("text") or [], found.get("answer_start") or []) if isinstance(found, dict)
+                 else ((a.get("text"), a.get("answer_start")) for a in found))
+        answers = [{"text": text, "answer_start": start} for text, start in pairs]
+        example = _example(str(rec["id"]), rec["question"], rec["context"], answers, not answers, path, f"row {row}")
+        if example is None:
+            skipped += 1
+        else:
+            examples.append(example)
+    return _nonempty(examples, skipped, path)
+
+
+def _example(qid: str, question: str, context: str, answers: list[dict[str, Any]], impossible: bool,
+             path: PathLike, where: str) -> QAExample | None:
+    """One question, its answers checked against its context: an answer past the context is an error (the file is
+    broken there); one whose text is not at its answer_start is warned about, and the question skipped (None)."""
+    for ans in answers:
+        if ans["answer_start"] < 0 or ans["answer_start"] + len(ans["text"]) > len(context):
+            raise DataFormatError(
+                f"question {qid} ({where}): answer {ans['text'][:40]!r} at answer_start "
+                f"{ans['answer_start']} lies past its context ({len(context)} characters)", path=path,
+                field="answer_start", hint="answer_start counts characters from the start of the context")
+    bad = [ans for ans in answers if context[ans["answer_start"]:ans["answer_start"] + len(ans["text"])] != ans["text"]]
+    if bad:
+        warnings.warn(f"{path}: question {qid}: answer {bad[0]['text']!r} is not at "
+                      f"context[{bad[0]['answer_start']}:]; example skipped", stacklevel=3)
+        return None
+    return QAExample(qid, question, context, answers, impossible)
+
+
+def _nonempty(examples: list[QAExample], skipped: int, path: PathLike) -> tuple[list[QAExample], int]:
     if not examples:
         raise DataFormatError(f"no questions left: all {skipped} were skipped (answer not at answer_start)"
                               if skipped else "no questions in file", path=path)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertforge.data import columnar
 from bertforge.data.batching import bucketed_batches
 from bertforge.data.readers import check_labels
 from bertforge.errors import ConfigError, UsageError, require_dir
@@ -154,7 +155,8 @@ class Predictor:
         return predict_examples(self.model, self.task, self.tokenizer, examples, opts, batch_size, self.device)
 
     def evaluate(self, data: str | Path, opts: DataOptions, batch_size: int = 128) -> dict[str, Any]:
-        """The task's metrics on a labelled file."""
+        """The task's metrics on a labelled file (or ``datasets`` folder, or ``datasets.Dataset``)."""
+        data = columnar.source(data)
         examples = self.task.read(data, opts)
         if self.task.has_labels:
             check_labels(self.labels, self.task.label_names(examples), data, train_path="the model's label set")

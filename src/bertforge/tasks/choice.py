@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertforge import metrics
-from bertforge.data import readers
+from bertforge.data import columnar, readers
 from bertforge.data.examples import ChoiceExample
 from bertforge.errors import DataFormatError
 from bertforge.model.registry import CHOICE
@@ -52,6 +52,7 @@ class ChoiceTask(Task):
     input_fields = ("context", "endings")
 
     def read(self, path, opts):
+        path = columnar.source(path)
         if opts.format not in ("auto", "swag"):
             raise DataFormatError(f"format {opts.format!r} is not a multiple-choice format", path=path,
                                   hint="use swag")

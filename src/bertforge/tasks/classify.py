@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bertforge import metrics
-from bertforge.data import readers
+from bertforge.data import columnar, readers
 from bertforge.data.examples import TextExample
 from bertforge.errors import DataFormatError
 from bertforge.model.registry import SEQUENCE
@@ -22,8 +22,13 @@ from bertforge.tokenization import BertTokenizer
 
 
 def read_text_examples(path: str | Path, opts: DataOptions, regression: bool) -> list[TextExample]:
-    """Texts (or pairs) with labels from any of the classification formats (``opts.format``)."""
-    fmt = opts.format if opts.format != "auto" else _sniff_format(Path(path), opts.encoding)
+    """Texts (or pairs) with labels from any of the classification formats (``opts.format``), or from columnar
+    data (Parquet, Arrow, datasets) with a table's or SNLI's columns."""
+    path = columnar.source(path)
+    fmt = opts.format if opts.format != "auto" else _sniff_format(path, opts.encoding)
+    if columnar.detect(path) and fmt not in ("table", "jsonl", "snli"):
+        raise DataFormatError(f"format {fmt!r} reads text files, and this is Parquet or Arrow data", path=path,
+                              hint="use the format auto, table or snli")
     if fmt == "snli":
         return readers.read_snli(path, opts.encoding)[0]
     if fmt.startswith("glue:"):
@@ -38,6 +43,9 @@ def read_text_examples(path: str | Path, opts: DataOptions, regression: bool) ->
 
 
 def _sniff_format(path: Path, encoding: str) -> str:
+    if columnar.detect(path):
+        columns = set(columnar.open_columnar(path).columns)
+        return "snli" if "gold_label" in columns or {"premise", "hypothesis"} <= columns else "table"
     with open(path, encoding=encoding, errors="replace") as f:
         first = f.readline()
     if path.suffix in (".jsonl", ".json"):

@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from bertforge.data import columnar
 from bertforge.data.examples import QAExample
-from bertforge.data.squad import Span, best_spans, choose_answer, null_score, read_squad, squad_evaluate
+from bertforge.data.squad import (Span, best_spans, choose_answer, null_score, read_squad, read_squad_rows,
+                                  squad_evaluate)
 from bertforge.errors import DataFormatError
 from bertforge.model.registry import SPAN
 from bertforge.tasks.base import Task
@@ -176,9 +178,10 @@ class QATask(Task):
     input_fields = ("question", "context")
 
     def read(self, path, opts):
+        path = columnar.source(path)
         if opts.format not in ("auto", "squad"):
             raise DataFormatError(f"format {opts.format!r} is not a QA format", path=path, hint="use squad")
-        return read_squad(path, opts.encoding)[0]
+        return read_squad_rows(path)[0] if columnar.detect(path) else read_squad(path, opts.encoding)[0]
 
     def input_example(self, record, line, key, path, lineno, opts):
         return QAExample(key, self.field(record, "question", path, lineno),

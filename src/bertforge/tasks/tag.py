@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from bertforge import metrics
 from bertforge.constants import IGNORE_INDEX
-from bertforge.data import readers
+from bertforge.data import columnar, readers
 from bertforge.data.examples import TaggedSentence
 from bertforge.data.peoples_daily import TOKEN as PD_TOKEN
 from bertforge.data.peoples_daily import read_peoples_daily
@@ -202,9 +202,10 @@ def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 
 def read_tagged_jsonl(path: str | Path, encoding: str = "utf-8") -> list[TaggedSentence]:
-    """JSON lines with a ``words`` list and a ``tags`` list of the same length."""
+    """JSON lines with a ``words`` list and a ``tags`` list of the same length, or columnar data (Parquet, Arrow,
+    datasets) with those list columns, or Hugging Face's ``tokens`` and ``ner_tags`` (ClassLabel names)."""
     sentences = []
-    for lineno, record in read_jsonl(path, encoding):
+    for lineno, record in _tagged_rows(path) if columnar.detect(path) else read_jsonl(path, encoding):
         words, tags = (Task.field(record, name, path, lineno, list) for name in ("words", "tags"))
         if len(words) != len(tags):
             raise DataFormatError(f"{len(words)} words but {len(tags)} tags", path=path, line=lineno, field="tags")
@@ -214,13 +215,27 @@ def read_tagged_jsonl(path: str | Path, encoding: str = "utf-8") -> list[TaggedS
     return sentences
 
 
+def _tagged_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Rows of columnar data as tagging records: its ``words`` (else ``tokens``) and ``tags`` (else ``ner_tags``)."""
+    table = columnar.open_columnar(path)
+    words = "words" if "words" in table.columns or "tokens" not in table.columns else "tokens"
+    tags = "tags" if "tags" in table.columns or "ner_tags" not in table.columns else "ner_tags"
+    for row, record in table.rows([words, tags], hint="tagging reads list columns words and tags (or Hugging "
+                                                       "Face's tokens and ner_tags)"):
+        yield row, {"words": record[words], "tags": record[tags]}
+
+
 class TagTask(Task):
     name, selection_metric = "tag", "f1"
     head_kind = TOKEN
     input_fields = ("words",)
 
     def read(self, path, opts):
-        fmt = opts.format if opts.format != "auto" else _sniff_format(Path(path), opts.encoding)
+        path = columnar.source(path)
+        fmt = opts.format if opts.format != "auto" else _sniff_format(path, opts.encoding)
+        if columnar.detect(path) and fmt != "jsonl":
+            raise DataFormatError(f"format {fmt!r} reads text files, and this is Parquet or Arrow data", path=path,
+                                  hint="use the format auto or jsonl")
         if fmt == "peoples-daily":
             return read_peoples_daily(path, scheme=opts.scheme, encoding=opts.encoding)
         if fmt == "conll":
@@ -267,7 +282,7 @@ def scheme_of(labels: Sequence[str]) -> str:
 
 
 def _sniff_format(path: Path, encoding: str) -> str:
-    if path.suffix in (".jsonl", ".json"):
+    if columnar.detect(path) or path.suffix in (".jsonl", ".json"):
         return "jsonl"
     with open(path, encoding=encoding, errors="replace") as f:
         first = next((line for line in f if line.strip()), "")
