@@ -129,8 +129,8 @@ def test_every_task_family_and_model_family_is_covered(served):
 
 @pytest.mark.parametrize("name, route, words", [
     ("elmo-classify", "fill-mask", "needs a pre-trained BERT model"),
-    ("elmo-tag", "embed", "reads a BERT encoder, which this elmo model does not have"),
-    ("xlnet-qa", "attention", "reads a BERT encoder, which this xlnet model does not have"),
+    ("elmo-tag", "embed", "encoder, which this elmo model does not have"),
+    ("xlnet-qa", "attention", "encoder, which this xlnet model does not have"),
     ("xlnet-choice", "fill-mask", "needs a pre-trained BERT model"),
     ("xlnet-classify", "tag", "/tag answers a model fine-tuned for a task that reads words"),
 ])
@@ -155,13 +155,14 @@ def test_the_served_routes_of_each_family(served):
     assert served("choice").routes == ("embed", "choice", "attention", "tokenize")
     assert served("electra-classify").routes == ("embed", "classify", "attention", "tokenize")  # a BERT encoder
     assert served("bilstm-tag").routes == ("embed", "tag", "attention", "tokenize")
+    assert served("modernbert-classify").routes == ("embed", "classify", "attention", "tokenize")  # its ModernBERT
 
 
-@pytest.mark.parametrize("name", ["bilstm-tag", "electra-classify"])
-def test_embed_and_attention_of_a_task_model_read_its_bert_encoder(served, make_client, name):
+@pytest.mark.parametrize("name", ["bilstm-tag", "electra-classify", "modernbert-classify"])
+def test_embed_and_attention_of_a_task_model_read_its_encoder(served, make_client, name):
     from bertforge.inference import encode
 
-    model = served(name)  # BERT's features under a BiLSTM, ELECTRA's encoder under its head: inside the task model
+    model = served(name)  # BERT's features under a BiLSTM, ELECTRA's or ModernBERT's encoder under its head
     texts = ["alice lives in paris", "the cat"]
     with make_client(model) as c:
         vectors = c.post("/embed", json={"inputs": texts, "normalize": False}).json()

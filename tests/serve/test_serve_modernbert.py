@@ -160,4 +160,4 @@ def test_a_pretrained_xlnet_or_electra_is_still_refused_at_start(serve_models, n
 
     with pytest.raises(UsageError, match=f"is a pre-trained {name} model .* would serve tokenize alone") as e:
         ServedModel.load(serve_models[name])
-    assert e.value.flag == "--model" and "only from a pre-trained bert or modernbert model" in str(e.value)
+    assert e.value.flag == "--model" and "only from a pre-trained bert or modernbert or roformer model" in str(e.value)

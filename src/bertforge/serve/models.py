@@ -10,7 +10,8 @@ and the finish turns each request's outputs into its answer. No model arithmetic
   can (``ModelFamily.can``): fill-mask from its trained masked-LM head (``inference.fill_mask``), embed from its
   encoder (``inference.encode``) and attention (``inference.attention``), as ``bertforge
   fill-mask``, ``encode`` and ``attention`` answer for the same directory.
-- A BERT encoder inside a task model serves embed and attention too.
+- The encoder inside a fine-tuned task model, where its family encodes (BERT, ELECTRA's BERT encoder, ModernBERT),
+  serves embed and attention too, as the family's pre-trained encoder does.
 Every model serves tokenize. A route the model cannot serve is answered 400, naming the model's family and task
 (``refusal``); a directory that would serve nothing but tokenize (a pre-trained XLNet, ELMo, ELECTRA or static
 model) is refused at start-up.
@@ -36,8 +37,7 @@ from bertforge.inference.encode import encode_rows, pooling_problem, untrained_p
 from bertforge.inference.fill_mask import mask_guesses, untrained_head
 from bertforge.inference.predictor import Predictor, run_model
 from bertforge.io.jsonl import read_json_object
-from bertforge.model import BertModel
-from bertforge.model.registry import (ATTENTION, ENCODE, ENCODER, FAMILIES, FILL_MASK, MASKED_LM, SERVE, get_family,
+from bertforge.model.registry import (ATTENTION, ENCODE, ENCODER, FAMILIES, FILL_MASK, MASKED_LM, SERVE,
                                       read_config_file)
 from bertforge.model.task_model import TASK_FILE
 from bertforge.serve.bodies import Parsed, RequestError
@@ -146,12 +146,18 @@ def serving_families(can: str) -> str:
     return " or ".join(f.name for f in FAMILIES.values() if SERVE in f.can and can in f.can)
 
 
-def bert_encoder(model) -> BertModel | None:
-    """The BERT encoder of a torch model (itself, or inside a head or task model), or None (another family's
-    encoder, or an ONNX graph)."""
+def inner_encoder(model) -> tuple[torch.nn.Module | None, frozenset[str]]:
+    """The encoder inside a torch task model (or the model itself) of a family whose encoder ``encode`` reads (BERT,
+    whose forward ELECTRA's encoder runs, or ModernBERT), with that family's capabilities; (None, {}) for another
+    family's encoder (XLNet, ELMo) or an ONNX graph."""
     if not isinstance(model, torch.nn.Module):
-        return None
-    return next((m for m in model.modules() if isinstance(m, BertModel)), None)
+        return None, frozenset()
+    encoders = [(f.heads[ENCODER], f.can) for f in FAMILIES.values() if ENCODE in f.can and ENCODER in f.heads]
+    for module in model.modules():
+        for cls, can in encoders:
+            if isinstance(module, cls):
+                return module, can
+    return None, frozenset()
 
 
 class ServedModel:
@@ -183,9 +189,10 @@ class ServedModel:
         fine_tuned = raw.get("bertforge_task") is not None or architecture.endswith(HEAD_SUFFIXES)
         if fine_tuned or (path / TASK_FILE).is_file():
             predictor = Predictor.load(path, device=device, backend=backend)
-            # A BERT encoder inside (ELECTRA's is one) runs BERT's forward: it answers what BERT's encoder can.
+            # The encoder inside (ELECTRA's runs BERT's forward) answers what its family's pre-trained encoder does.
+            encoder, can = inner_encoder(predictor.model)
             return cls(path, family, predictor.model.config, predictor.tokenizer, backend=backend,
-                       predictor=predictor, encoder=bert_encoder(predictor.model), can=get_family("bert").can)
+                       predictor=predictor, encoder=encoder, can=can)
         if backend != "torch":
             raise UsageError(f"the {backend} backend serves fine-tuned task models; {path} is a pre-trained "
                              f"encoder ({architecture or 'no architecture in config.json'})", flag="--backend",
@@ -238,7 +245,8 @@ class ServedModel:
             need = self.note or (f"fill-mask needs a pre-trained BERT model ({serving_families(FILL_MASK)}) with its "
                                  "trained masked-LM head")
         elif self.encoder is None:
-            need = f"/{route} reads a BERT encoder, which this {self.family} model does not have"
+            need = (f"/{route} reads a {serving_families(ENCODER_ROUTES[route])} encoder, which this {self.family} model "
+                    "does not have")
         else:  # an encoder whose family cannot answer the route (ModernBERT's attention maps)
             need = (f"/{route} is served for {serving_families(ENCODER_ROUTES[route])} models alone, not for "
                     f"{self.family} ones")
