@@ -39,10 +39,20 @@ class Variant:
         return self.model or self.name
 
 
+LEARNED_POSITIONS = "bert-learned-positions"
+# --arch: the family that pre-trains the rows of BERT's objectives (MLM+NSP, MLM, SOP, spans, LTR) and random init.
+# RoFormer is BERT with rotary positions: at a small budget post-LN BERT with learned positions stays on the
+# unigram plateau, RoFormer leaves it (docs/recipes.md).
+PAPER_ARCH = "bert"  # the system under study: post-LN BERT with a learned position table
+ARCH_NAMES = {"bert": "BERT (learned positions)", "roformer": "RoFormer (BERT with rotary positions)"}
+ARCHS = tuple(ARCH_NAMES)
 FEATURES = {"freeze_encoder": True, "features": "concat-last-4", "head_bilstm": True}  # the paper's best NER
 
 MAIN = (
     Variant("bert", "BERT (MLM + NSP)"),
+    # BERT's row on the paper's architecture, beside the study's own when --arch changes it (learned positions)
+    Variant(LEARNED_POSITIONS, "BERT (MLM + NSP), learned positions (the paper's architecture)",
+            pretrain={"arch": PAPER_ARCH}),
     Variant("no-nsp", "No NSP (MLM alone)", objective="mlm"),
     Variant("sop", "MLM + SOP (ALBERT)", objective="mlm+sop"),
     Variant("spans", "Span masking (SpanBERT)", objective="mlm", pretrain={"mask_spans": True}),
@@ -78,14 +88,16 @@ def variants_of(preset: str) -> dict[str, Variant]:
     return {v.name: v for v in MAIN + MASKING + sizes}
 
 
-def select_variants(names: list[str], preset: str) -> list[Variant]:
+def select_variants(names: list[str], preset: str, arch: str = PAPER_ARCH) -> list[Variant]:
     """The variants named (or every one of the groups named: main, masking, size, all), with the variants
-    whose models they fine-tune; unknown names are an error listing the valid ones."""
+    whose models they fine-tune; unknown names are an error listing the valid ones. A group holds the
+    learned-positions BERT row only when the study's ``arch`` is another (else it is the BERT row again)."""
     known = variants_of(preset)
     chosen: list[str] = []
     for name in names:
         if name == "all" or name in GROUPS:
-            chosen += [v.name for v in known.values() if name == "all" or v.group == name]
+            chosen += [v.name for v in known.values() if (name == "all" or v.group == name)
+                       and not (v.name == LEARNED_POSITIONS and arch == PAPER_ARCH)]
         elif name in known:
             chosen.append(name)
         else:
@@ -140,6 +152,10 @@ class Study:
                                  "or names such as bert ltr elmo", metavar="NAME")
     seeds: list[int] = option([1, 2, 3], "fine-tuning seeds per cell", min=0)
     preset: str = option("mini", "model size of every variant (Google's BERT sizes)", choices=SIZES_ALL)
+    arch: str = option(PAPER_ARCH, "architecture of the rows that BERT's objectives pre-train (MLM+NSP, MLM, SOP, spans, "
+                       "LTR) and of random init: bert (the paper's, learned positions) or roformer (BERT with rotary "
+                       "positions, which leaves the masked-LM unigram stage at a small budget; the table then also "
+                       "has BERT with learned positions)", choices=ARCHS)
     steps: int = option(2000, "pre-training steps of every variant (with --budget flops: of the BERT row)", min=1)
     budget: str = option("steps", "steps: every pre-training runs --steps steps; flops: every row trains for the "
                          "FLOPs the BERT row spends in --steps steps (counted from the model and the objective), as "
@@ -174,7 +190,7 @@ class Study:
         names = [t.name for t in self.specs]
         if len(set(names)) != len(names):
             raise UsageError(f"task names repeat: {', '.join(names)}", flag="--task")
-        self.chosen = select_variants(self.variants, self.preset)
+        self.chosen = select_variants(self.variants, self.preset, self.arch)
         for path in self.corpus:
             require_file(path, flag="--corpus", what="corpus file")
 

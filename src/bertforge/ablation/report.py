@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bertforge.ablation.plan import PAPER_MIXES, MIXES, SIZES, Study, variants_of
+from bertforge.ablation.plan import ARCH_NAMES, PAPER_ARCH, PAPER_MIXES, MIXES, SIZES, Study, variants_of
 from bertforge.io.atomic import atomic_path, atomic_write_text
 
 METRIC = {"classify": "accuracy", "regress": "spearman", "choice": "accuracy", "tag": "f1", "qa": "f1"}
@@ -225,8 +225,12 @@ def markdown(study: Study, results: dict) -> str:
                   if "tokens_per_s" in p else "", f"{p['minutes']:.1f}" if "minutes" in p else "", PAPER.get(name, "")]
         lines.append("| " + " | ".join(cells) + " |")
     s = results["settings"]
+    arch = s.get("arch", PAPER_ARCH)
     text = [f"# Ablation study ({s['preset']}, {s['steps']} steps of {s['batch_size']} x {s['seq_len']} tokens, "
-            f"seeds {', '.join(map(str, s['seeds']))})", "", *lines, "",
+            f"seeds {', '.join(map(str, s['seeds']))})", "",
+            *([f"Architecture of the rows of BERT's objectives and of random init: **{ARCH_NAMES[arch]}**; the "
+               "learned-positions row is BERT as the paper built it, on the same budget.", ""] if arch != PAPER_ARCH
+              else []), *lines, "",
             "Each score is at the learning rate of the grid with the best mean dev score over the seeds (in brackets: "
             f"that rate and each seed's best epoch on dev, of at most {s['epochs']}; grids: fine-tuned "
             f"{', '.join(f'{x:g}' for x in s['finetune_lr'])}, frozen {', '.join(f'{x:g}' for x in s['feature_lr'])}).",

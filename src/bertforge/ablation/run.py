@@ -16,6 +16,7 @@ from bertforge.ablation.plan import Study, TaskSpec, Variant, variants_of
 from bertforge.config import PRESETS
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_dir, atomic_write_text
+from bertforge.recipe_files import write_recipe
 
 LAYOUT = """OUT/tokenizer                    the vocabulary every variant shares
 OUT/data/<format>                 the corpus prepared once per instance format (pairs, consecutive pairs, packed)
@@ -29,6 +30,7 @@ def run_study(study: Study, log=print) -> dict:
     from bertforge.ablation.report import collect, write_report
 
     study.root.mkdir(parents=True, exist_ok=True)
+    write_recipe(study.root, "ablate", study)
     tokenizer = _tokenizer(study, log)
     known = variants_of(study.preset)
     sources = [known[name] for name in dict.fromkeys(v.model_source for v in study.chosen)]
@@ -61,7 +63,7 @@ def _tokenizer(study: Study, log) -> Path:
 
 
 def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
-    from bertforge.train.settings import PretrainArgs
+    from bertforge.train.settings import OBJECTIVE_FAMILIES, PretrainArgs
 
     settings = dict(corpus=list(study.corpus), tokenizer=str(tokenizer), out=str(model_root(study, variant)),
                     objective=variant.objective, preset=study.preset, seq_len=study.seq_len,
@@ -72,7 +74,9 @@ def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
                     report_to=study.report_to)
     if study.budget == "flops" and variant.name != "bert":
         settings["max_flops"] = bert_flops(study)
-    settings.update(variant.pretrain)
+    if study.arch in OBJECTIVE_FAMILIES[variant.objective]:  # the study's architecture for BERT's objectives
+        settings["arch"] = study.arch
+    settings.update(variant.pretrain)  # a variant's own architecture (learned positions) wins
     return PretrainArgs(**settings)
 
 
@@ -92,9 +96,27 @@ def model_root(study: Study, variant: Variant) -> Path:
     return study.root / "pretrain" / variant.name
 
 
+def family_of_row(study: Study, variant: Variant) -> str | None:
+    """The model family a row's pre-trained model has (None: static vectors, no family of ours to check)."""
+    from bertforge.train.settings import OBJECTIVE_FAMILIES
+
+    if variant.kind == "word2vec":
+        return None
+    if variant.kind == "random":
+        return study.arch
+    families = OBJECTIVE_FAMILIES[variant.objective]
+    return variant.pretrain.get("arch") or (study.arch if study.arch in families else families[0])
+
+
 def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
     root = model_root(study, variant)
-    if (root / "model" / "config.json").is_file():
+    config = root / "model" / "config.json"
+    if config.is_file():  # done: by the architecture this study asks for, or refused (never silently reused)
+        family, expected = json.loads(config.read_text()).get("model_type"), family_of_row(study, variant)
+        if expected is not None and family != expected:
+            raise CheckpointError(f"{root}: the {variant.name} row was pre-trained as {family}, and this study asks "
+                                  f"for {expected} (--arch {study.arch})", hint="use another --out, or the --arch "
+                                  "the study was run with")
         return
     if variant.kind == "random":
         return _random_model(study, tokenizer, root)
@@ -128,16 +150,17 @@ def _add_timing(root: Path, seconds: float) -> None:
 
 
 def _random_model(study: Study, tokenizer: Path, root: Path) -> None:
-    """The floor: BERT at the study's size with no pre-training (BERT's initialisation, the study's seed)."""
-    from bertforge.config import BertConfig
-    from bertforge.model import BertForPreTraining
+    """The floor: the study's architecture (``--arch``) at its size with no pre-training (the family's
+    initialisation, the study's seed)."""
+    from bertforge.model.registry import PRETRAINING, get_family
     from bertforge.tokenization import BertTokenizer
     from bertforge.train.checkpoint import save_model_dir
 
     tok = BertTokenizer.from_pretrained(tokenizer)
     torch.manual_seed(study.seed)
-    model = BertForPreTraining(BertConfig.preset(study.preset, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id))
-    save_model_dir(model, tok, root / "model")
+    family = get_family(study.arch)
+    config = family.preset(study.preset, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id)
+    save_model_dir(family.heads[PRETRAINING](config), tok, root / "model")
 
 
 def _word2vec_model(study: Study, tokenizer: Path, root: Path, log) -> None:
