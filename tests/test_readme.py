@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bertforge.cli import build_parser
+from bertforge.cli import build_parser, parse_command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -226,7 +226,7 @@ def test_documented_command_line_parses(where, argv):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            args = build_parser().parse_args(argv)
+            parse_command_line(argv)  # with a --config recipe's keys, as the command reads them
     except SystemExit as e:
         assert e.code == 0, f"{where}\n{err.getvalue()}"  # --help exits 0
         return

@@ -230,7 +230,7 @@ CUSTOM_CONFIG = {"vocab_size": 60, "hidden_size": 64, "num_hidden_layers": 1, "n
 def pretrain_runs(tmp_path_factory):
     """A: no --tokenizer (a 60-piece vocabulary trained), --whole-word-mask, --static-masks --dupe-factor 2,
     --optimizer lamb, --schedule cosine, --grad-accum 2, --objective mlm+nsp (BERT). B: A's tokenizer, --objective mlm,
-    --config FILE. C: --init-from B's model, --no-nsp. The masks each run drew are recorded."""
+    --model-config FILE. C: --init-from B's model, --no-nsp. The masks each run drew are recorded."""
     from bertforge.objectives.mlm import MaskedLM
 
     d = tmp_path_factory.mktemp("pretrain")
@@ -254,7 +254,7 @@ def pretrain_runs(tmp_path_factory):
     runs = {
         "A": ["--objective", "mlm+nsp", "--vocab-size", 60, "--whole-word-mask", "--static-masks", "--dupe-factor", 2, "--optimizer", "lamb",
               "--schedule", "cosine", "--grad-accum", 2, "--max-steps", 24, "--save-every", 12, "--eval-every", 12],
-        "B": ["--tokenizer", d / "A" / "tokenizer", "--objective", "mlm", "--config", d / "config.json",
+        "B": ["--tokenizer", d / "A" / "tokenizer", "--objective", "mlm", "--model-config", d / "config.json",
               "--max-steps", 24, "--save-every", 24, "--eval-every", 12],
         "C": ["--tokenizer", d / "A" / "tokenizer", "--init-from", d / "B" / "model", "--no-nsp",
               "--max-steps", 2, "--save-every", 2, "--eval-every", 2],
@@ -396,7 +396,7 @@ def test_pretrain_config_file_sets_the_architecture(pretrain_runs):
     assert weights["bert.embeddings.position_embeddings.weight"].shape == (40, 64)
     assert weights["bert.encoder.layer.0.intermediate.dense.weight"].shape == (96, 64)
     assert not any(k.startswith("bert.encoder.layer.1.") for k in weights)  # one layer
-    assert json.loads((b / "run_config.json").read_text())["config"].endswith("config.json")
+    assert json.loads((b / "run_config.json").read_text())["model_config"].endswith("config.json")
 
 
 def test_pretrain_init_from_starts_from_those_weights(pretrain_runs):

@@ -36,6 +36,8 @@ FLAG_TESTS = {  # "command --flag": the test in this file that fails when the fl
     "pretrain --arch": "test_pretrain_arch_picks_the_family_and_its_objective",
     "pretrain --short-seq-prob": "test_short_seq_prob_makes_shorter_instances",
     "data prepare --short-seq-prob": "test_short_seq_prob_makes_shorter_instances",
+    **{f"{c} --text-field": "test_corpus_text_field_names_the_column" for c in (
+        "pretrain", "data prepare", "tokenizer train")},
     "pretrain --weight-decay": "test_pretrain_weight_decay_clip_norm_and_keep_last",
     "pretrain --clip-norm": "test_pretrain_weight_decay_clip_norm_and_keep_last",
     "pretrain --keep-last": "test_pretrain_weight_decay_clip_norm_and_keep_last",
@@ -82,7 +84,8 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
         "--model", "--input", "--output", "--pooling", "--normalize", "--max-length")},
     **{f"pretrain {f}": "tests/cli/test_commands.py" for f in (
         "--batch-size", "--grad-accum", "--lr", "--log-every", "--no-progress", "--corpus", "--out", "--format",
-        "--tokenizer", "--vocab-size", "--no-lowercase", "--preset", "--config", "--init-from", "--objective",
+        "--tokenizer", "--vocab-size", "--no-lowercase", "--preset", "--model-config", "--init-from",
+        "--objective",
         "--no-nsp", "--whole-word-mask", "--static-masks", "--seq-len", "--dupe-factor", "--eval-fraction",
         "--max-steps", "--warmup-steps", "--schedule", "--optimizer", "--seed", "--save-every", "--eval-every")},
     "pretrain --amp": "tests/test_cuda.py",
@@ -120,7 +123,9 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
     "pretrain --generator-size": "tests/objectives/test_electra.py",
     "pretrain --max-flops": "tests/train/test_pretrain.py",
     "ablate --budget": "tests/ablation/test_protocol.py",
+    "ablate --arch": "tests/ablation/test_study_arch.py",
     **{f"{c} --report-to": "tests/train/test_tensorboard.py" for c in ("pretrain", "finetune", "ablate", "glue")},
+    **{f"{c} --config": "tests/cli/test_recipe_files.py" for c in ("pretrain", "finetune", "ablate", "glue")},
     "data prepare --segment-words": "tests/data/test_chinese_wwm.py",
     # the GLUE recipes' own tests (a folder: any file in it may run the flag)
     **{f"glue {f}": "tests/glue" for f in (
@@ -295,6 +300,34 @@ def test_short_seq_prob_makes_shorter_instances(cli_inputs, tmp_path):
     # a target length drawn from [2, 61] for every instance, against 61 for 90% of them by default (the
     # documents, ~35 pieces each, cap most instances either way)
     assert np.mean(lengths["1"]) < 0.8 * np.mean(lengths["0"])
+
+
+def test_corpus_text_field_names_the_column(cli_inputs, tmp_path, capsys):
+    """--text-field names the Parquet column (or JSONL field) with the text: data prepare and tokenizer train read
+    it, and refuse a file without it; pretrain hands it to both."""
+    from unavailable import require
+
+    from bertforge.train.pretrain import prepare_settings
+
+    pa, pq = require("pyarrow"), require("pyarrow.parquet")
+    assert prepare_settings(settings_of("pretrain", *PRETRAIN, "--text-field", "body")).text_field == "body"
+    documents = [doc.replace("\n", " ") for doc in cli_inputs["corpus"].read_text().split("\n\n")]
+    corpus = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"body": documents, "source": ["web"] * len(documents)}), corpus, row_group_size=50)
+    tokenizer = ["tokenizer", "train", "--input", str(corpus), "--vocab-size", "200"]
+    main([*tokenizer, "--out", str(tmp_path / "tok"), "--text-field", "body"])
+    vocab = (tmp_path / "tok" / "vocab.txt").read_text().split()
+    assert {"cat", "river", "house"} <= set(vocab) and "web" not in vocab  # the body's words, not the source's
+    prepare = ["data", "prepare", "--corpus", str(corpus), "--tokenizer", str(cli_inputs["tok"]), "--seq-len", "64",
+               "--workers", "1"]
+    main([*prepare, "--out", str(tmp_path / "data"), "--text-field", "body"])
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    assert meta["corpus"]["documents"] == len(documents) and meta["settings"]["text_field"] == "body"
+    capsys.readouterr()
+    for argv in ([*tokenizer, "--out", str(tmp_path / "tok2")], [*prepare, "--out", str(tmp_path / "data2")]):
+        with pytest.raises(SystemExit):  # by default the text is in a column named text, which this file lacks
+            main(argv)
+        assert "no column 'text' (its columns: body, source)" in capsys.readouterr().err
 
 
 # --- pre-training and fine-tuning runs ---------------------------------------------------------

@@ -25,7 +25,7 @@ def test_small_presets_take_the_small_budget_recipe():
 
 
 def test_larger_presets_and_continued_pretraining_take_googles_defaults():
-    for a in (args(preset="base"), args(preset="tiny", init_from="some/model"), args(preset="tiny", config="c.json"),
+    for a in (args(preset="base"), args(preset="tiny", init_from="some/model"), args(preset="tiny", model_config="c.json"),
               args(preset="tiny", recipe="google")):
         assert a.recipe == "google" and a.objective == "mlm+nsp"
         assert (a.lr, a.masked_lm_prob, a.max_predictions_per_seq, a.warmup_steps) == (1e-4, 0.15, 20, 100)

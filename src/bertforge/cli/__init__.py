@@ -15,6 +15,7 @@ import warnings
 from bertforge import __version__
 from bertforge.cli.commands import COMMANDS
 from bertforge.errors import BertforgeError, Located
+from bertforge.recipe_files import RECIPE_COMMANDS, RecipeSource, apply_recipe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bertforge {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
+    parser.commands = {}  # command name -> its parser, for apply_recipe
     for command in COMMANDS:
         *group, name = command.name.split()
         target = commands
@@ -42,16 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
         p = target.add_parser(name, help=command.help, description=command.help)
         command.arguments(p)
         p.set_defaults(func=command.run, command_name=command.name)
+        parser.commands[command.name] = p
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, RecipeSource | None, argparse.ArgumentParser]:
+    """The parsed flags, with the keys of a ``--config`` recipe as the defaults they override, and where each
+    recipe value came from (None without one). A bad recipe raises its BertforgeError."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    recipe = None
+    if argv and argv[0] in RECIPE_COMMANDS:
+        recipe = apply_recipe(parser.commands[argv[0]], argv[1:], argv[0])
+    return parser.parse_args(argv), recipe, parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("BERTFORGE_DEBUG") == "1"
+    try:
+        args, recipe, parser = parse_command_line(argv)
+    except BertforgeError as e:  # a recipe file that cannot be read
+        if debug:
+            raise
+        _fail(argv[0], e)
     if not getattr(args, "func", None):
         parser.print_help()
         return
-    debug = os.environ.get("BERTFORGE_DEBUG") == "1"
     if not debug:
         warnings.showwarning = _one_line_warning
     try:
@@ -59,13 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     except (BertforgeError, ValueError, OSError) as e:  # expected failures: one line, no traceback
         if debug:
             raise
-        message = (e.on_command_line() if isinstance(e, Located) else
-                   str(e) if not isinstance(e, OSError) or e.filename is None else f"{e.filename}: {e.strerror}")
-        print(f"bertforge {args.command_name}: error: {' '.join(message.split())}", file=sys.stderr)
-        sys.exit(2)
+        if recipe is not None and isinstance(e, Located):  # a setting the recipe gave: name its file and line
+            e = recipe.locate(e) or e
+        _fail(args.command_name, e)
     except KeyboardInterrupt:
         print(f"bertforge {args.command_name}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _fail(command: str, e: Exception) -> None:
+    message = (e.on_command_line() if isinstance(e, Located) else
+               str(e) if not isinstance(e, OSError) or e.filename is None else f"{e.filename}: {e.strerror}")
+    print(f"bertforge {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -6,12 +6,14 @@ import argparse
 
 from bertforge.cli.commands import Command, out_dir
 from bertforge.options import add_arguments, from_namespace
+from bertforge.recipe_files import add_config_argument
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     from bertforge.ablation.plan import Study
 
     add_arguments(p, Study, required=("corpus", "task", "out"))
+    add_config_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny settings (tiny preset, 30 steps, 1 seed, 64 training "
                    "examples): the whole chain in a few minutes")
 

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertforge.data.columnar import require_source
 from bertforge.errors import PathError, UsageError, require_dir, require_file
 from bertforge.options import add_arguments, from_namespace
+from bertforge.recipe_files import add_config_argument
 
 RUN_MARKERS = ("run_config.json", "finetune_args.json", "metrics.jsonl", "checkpoints", "model", "data",
                "tokenizer", "eval_results.json", "meta.json", "vocab.txt")
@@ -102,7 +104,8 @@ def _fetch(args: argparse.Namespace) -> None:
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     from bertforge.data.prepare import PrepareSettings
 
-    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help="text files")
+    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH",
+                   help="text files; Parquet, Arrow, datasets folders (the arrow extra)")
     p.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.txt)")
     p.add_argument("--out", required=True, help="directory for the prepared shards")
     p.add_argument("--workers", type=int, default=2, help="preparation processes (default: 2)")
@@ -115,7 +118,7 @@ def _prepare(args: argparse.Namespace) -> None:
     settings = from_namespace(PrepareSettings, args)
     if args.workers < 1:
         raise UsageError(f"must be >= 1, got {args.workers}", flag="--workers")
-    corpus = [require_file(c, flag="--corpus", what="corpus file") for c in args.corpus]
+    corpus = [require_source(c, flag="--corpus", what="corpus file") for c in args.corpus]
     tokenizer_dir(args.tokenizer)
     out = out_dir(args.out, inputs=[*corpus, args.tokenizer])
     meta = prepare(corpus, args.tokenizer, out, settings, workers=args.workers)
@@ -134,12 +137,15 @@ def _tokenizer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-lowercase", action="store_true", help="keep case (cased model)")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                    help="corpus format (default: detect per file)")
+    p.add_argument("--text-field", default="text",
+                   help="the JSONL field, or the Parquet / Arrow column, that holds each document's text "
+                        "(default: text)")
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
     if not 16 <= args.vocab_size <= 1_000_000:
         raise UsageError(f"must be in [16, 1000000], got {args.vocab_size}", flag="--vocab-size")
-    inputs = [require_file(p, flag="--input", what="text file") for p in args.input]
+    inputs = [require_source(p, flag="--input", what="text file") for p in args.input]
     out = out_dir(args.out, inputs=inputs)
     import warnings
 
@@ -150,7 +156,7 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     stats = CorpusStats()
     with atomic_dir(out) as tmp:
         tok = train_vocab_from_corpus(inputs, args.vocab_size, tmp, lowercase=not args.no_lowercase,
-                                      format=args.format, stats=stats)
+                                      format=args.format, stats=stats, text_field=args.text_field)
     if stats.undecodable_bytes_replaced:  # counted by the corpus reader, as pretrain and data prepare report it
         warnings.warn(f"--input: {stats.undecodable_bytes_replaced:,} undecodable byte(s) (not UTF-8) were replaced "
                       "by U+FFFD before the words were counted")
@@ -163,6 +169,7 @@ def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
     from bertforge.train.settings import PretrainArgs
 
     add_arguments(p, PretrainArgs, required=("corpus", "out"))
+    add_config_argument(p)
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -170,14 +177,14 @@ def _pretrain(args: argparse.Namespace) -> None:
 
     settings = from_namespace(PretrainArgs, args)
     for path in settings.corpus:
-        require_file(path, flag="--corpus", what="corpus file")
+        require_source(path, flag="--corpus", what="corpus file")
     if settings.tokenizer:
         tokenizer_dir(settings.tokenizer)
     if settings.init_from:
         model_dir(settings.init_from, "--init-from")
-    if settings.config:
-        require_file(settings.config, flag="--config", what="config.json file")
-    out_dir(settings.out, inputs=[*settings.corpus, settings.tokenizer, settings.init_from, settings.config])
+    if settings.model_config:
+        require_file(settings.model_config, flag="--model-config", what="config.json file")
+    out_dir(settings.out, inputs=[*settings.corpus, settings.tokenizer, settings.init_from, settings.model_config])
     from bertforge.train.pretrain import pretrain
 
     result = pretrain(settings)
@@ -220,6 +227,7 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
 
     add_arguments(p, FinetuneArgs, required=("task", "model", "train", "dev", "out"))
     _data_arguments(p)
+    add_config_argument(p)
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -229,7 +237,7 @@ def _finetune(args: argparse.Namespace) -> None:
     model_dir(settings.model)
     for flag, path in (("--train", settings.train), ("--dev", settings.dev), ("--test", settings.test)):
         if path is not None:
-            require_file(path, flag=flag, what="data file")
+            require_source(path, flag=flag, what="data file")
     out_dir(settings.out, inputs=[settings.model, settings.train, settings.dev, settings.test])
     from bertforge.train.finetune import finetune
 
@@ -254,7 +262,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     opts = _data_options(args)
     path = model_dir(args.model)
-    require_file(args.data, flag="--data", what="data file")
+    require_source(args.data, flag="--data", what="data file")
     output = output_file(args.output, inputs=[path, args.data]) if args.output else None
     from bertforge.inference import Predictor
     from bertforge.io.atomic import atomic_write_text

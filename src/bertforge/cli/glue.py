@@ -8,12 +8,14 @@ from pathlib import Path
 from bertforge.cli.commands import Command, model_dir, out_dir
 from bertforge.errors import require_dir
 from bertforge.options import add_arguments, from_namespace
+from bertforge.recipe_files import add_config_argument
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     from bertforge.glue.settings import GlueSettings
 
     add_arguments(p, GlueSettings, required=("data", "model", "out"))
+    add_config_argument(p)
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -33,6 +33,7 @@ from bertforge.glue.layout import AX_SUBMISSION, TASKS, WNLI_REASON, Split, Task
 from bertforge.glue.recipes import TaskRecipe, describe
 from bertforge.glue.settings import GlueSettings
 from bertforge.io.atomic import atomic_path, atomic_write_text
+from bertforge.recipe_files import write_recipe
 
 FROM_MNLI = ("rte", "mrpc", "stsb")  # the small tasks MosaicBERT and RoBERTa start from the MNLI model
 RESULT, DEV_PREDICTIONS, TEST_PREDICTIONS = "glue_result.json", "dev_predictions.json", "test_predictions.json"
@@ -69,6 +70,7 @@ def run_glue(settings: GlueSettings, log=print) -> dict:
         log(f"wnli: not run. {WNLI_REASON}")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "run_config.json", json.dumps(asdict(settings) | {"tasks": settings.tasks}, indent=2))
+    write_recipe(root, "glue", settings)
     files = {task: _write_data(root, d) for task, d in data.items()}
     cells = [Cell(task, lr, seed) for task in settings.tasks for lr in settings.recipe_for(task).lr
              for seed in settings.seeds_for(task)]

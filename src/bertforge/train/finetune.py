@@ -28,10 +28,12 @@ import torch
 from tqdm import tqdm
 
 from bertforge.data.batching import bucketed_batches, random_batches
+from bertforge.data.columnar import describe, described, is_dataset, require_source
 from bertforge.data.readers import check_labels
-from bertforge.errors import CheckpointError, UsageError, require_file
+from bertforge.errors import CheckpointError, UsageError
 from bertforge.inference.predictor import check_max_length, model_inputs, predict_examples
 from bertforge.io.atomic import atomic_write_text
+from bertforge.recipe_files import write_recipe
 from bertforge.model.directory import ModelDir
 from bertforge.model.task_model import TaskModel, check_features
 from bertforge.tasks import Task, get_task
@@ -114,9 +116,9 @@ class FinetuneRecipe:
 
     def setup(self) -> None:
         args, task, opts = self.args, self.task, self.args.data
-        for flag, path in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)):
-            if path is not None:
-                require_file(path, flag=flag, what="data file")
+        # files, datasets folders or (given through the library) datasets.Dataset objects
+        train, dev, test = (None if path is None else require_source(path, flag=flag, what="data file") for flag, path
+                            in (("--train", args.train), ("--dev", args.dev), ("--test", args.test)))
         self.run_config = self._run_config()
         latest = latest_checkpoint(self.ckpt_dir)
         if latest is not None:  # before any work: a run whose settings changed is not resumed
@@ -127,14 +129,14 @@ class FinetuneRecipe:
         if args.freeze_encoder and self.source.family.features is not None and not self.source.family.frozen:
             check_features(args.features, True, config.num_hidden_layers)
         self.tokenizer = self.source.tokenizer
-        self.train_examples = task.read(args.train, opts)[:args.max_train_examples]
-        self.dev_examples = task.read(args.dev, opts)
-        self.test_examples = task.read(args.test, opts) if args.test else None
+        self.train_examples = task.read(train, opts)[:args.max_train_examples]
+        self.dev_examples = task.read(dev, opts)
+        self.test_examples = task.read(test, opts) if test is not None else None
         self.labels = task.label_names(self.train_examples)
         if task.has_labels:
-            for path, examples in ((args.dev, self.dev_examples), (args.test, self.test_examples)):
+            for path, examples in ((dev, self.dev_examples), (test, self.test_examples)):
                 if examples is not None:
-                    check_labels(self.labels, task.label_names(examples), path, train_path=args.train)
+                    check_labels(self.labels, task.label_names(examples), path, train_path=train)
         label2id = {n: i for i, n in enumerate(self.labels)} if task.has_labels else None
         self.train_feats = task.encode(self.tokenizer, self.train_examples, label2id, opts)
         self.steps_per_epoch = math.ceil(len(self.train_feats) / (args.batch_size * args.grad_accum * self.rt.world))
@@ -144,9 +146,11 @@ class FinetuneRecipe:
 
     def _run_config(self) -> dict:
         """What a resumed run must share with its checkpoint: the settings that shape the result (paths made
-        absolute), the data options, the number of processes."""
+        absolute, a datasets.Dataset by its fingerprint), the data options, the number of processes."""
         fixed = {name: getattr(self.args, name) for name in FinetuneArgs.RESUME_FIXED}
-        fixed.update({name: os.path.abspath(fixed[name]) for name in ("model", "train", "dev", "test") if fixed[name]})
+        paths = {name: fixed[name] for name in ("model", "train", "dev", "test")}
+        fixed.update({name: describe(v) if is_dataset(v) else os.path.abspath(v) for name, v in paths.items()
+                      if is_dataset(v) or v})
         return {**fixed, **asdict(self.args.data), "world_size": self.rt.world}
 
     def _resume(self, latest: Path) -> None:
@@ -201,8 +205,9 @@ class FinetuneRecipe:
         if rt.main and self.log is None:  # the data and the model fit: start writing
             done, cut = set(self.per_seed), position["step"]  # keep the finished seeds' records, this one's to the cut
             self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=cut, report_to=args.report_to,
-                                  settings=asdict(args), keep=lambda r: r.get("seed") in done or (
+                                  settings=asdict(described(args)), keep=lambda r: r.get("seed") in done or (
                                       r.get("seed") == seed and r.get("step", math.inf) <= cut))
+            write_recipe(self.out, "finetune", described(args))
             print(f"{task.name}: {len(self.train_examples):,} training examples ({len(self.train_feats):,} inputs), "
                   f"{len(self.dev_examples):,} dev" + (f", {len(self.test_examples):,} test" if self.test_examples
                                                        else "") + (f"; labels {self.labels}" if task.has_labels
@@ -322,7 +327,7 @@ class FinetuneRecipe:
         if records:  # the metrics, not the bookkeeping (seed, epoch, elapsed time) that each record carries
             plot_curves(records, self.out / "curves.png", keys=sorted(
                 {k for r in records for k in r} - {"step", "seed", "epoch", "elapsed_s"}))
-        atomic_write_text(self.out / "finetune_args.json", json.dumps(asdict(args), indent=2, default=str))
+        atomic_write_text(self.out / "finetune_args.json", json.dumps(asdict(described(args)), indent=2, default=str))
         return summary
 
     def _summarise(self) -> dict:

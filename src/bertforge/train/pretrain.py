@@ -24,15 +24,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bertforge.data.columnar import described, require_source
 from bertforge.data.corpus import read_documents
 from bertforge.data.prepare import PrepareSettings, prepare
 from bertforge.data.pretraining_data import InstanceStore, PretrainingBatches, eval_batches
-from bertforge.errors import CheckpointError, DataFormatError, UsageError, require_file
+from bertforge.errors import CheckpointError, DataFormatError, UsageError
 from bertforge.io.atomic import atomic_dir, atomic_write_text
 from bertforge.model.directory import ModelDir
 from bertforge.model.registry import get_family, read_config_file
 from bertforge.objectives import OBJECTIVES, Objective, families_for, objectives_for
 from bertforge.objectives.count_lm import CountLM
+from bertforge.recipe_files import write_recipe
 from bertforge.tokenization import BertTokenizer
 from bertforge.train.checkpoint import (capture_rng_state, check_resumable, checkpoint_step, latest_checkpoint,
                                         load_checkpoint, read_run_config, restore_rng_state, save_checkpoint,
@@ -57,7 +59,7 @@ def prepare_settings(args: PretrainArgs) -> PrepareSettings:
     return PrepareSettings(max_seq_length=args.seq_len, short_seq_prob=args.short_seq_prob,
                            dupe_factor=args.dupe_factor, nsp=pairs is not None, random_next=pairs != "consecutive",
                            eval_fraction=args.eval_fraction, seed=args.seed, format=args.format,
-                           segment_words=args.whole_word_mask or args.mask_spans)
+                           text_field=args.text_field, segment_words=args.whole_word_mask or args.mask_spans)
 
 
 def pretrain(args: PretrainArgs) -> dict:
@@ -151,10 +153,12 @@ class PretrainRecipe:
         return max(1, round(total / steps)) * self.rt.world
 
     def _check_corpus(self) -> None:
-        for path in self.args.corpus:
-            if require_file(path, flag="--corpus", what="corpus file").stat().st_size == 0:
+        for path in self.args.corpus:  # files, datasets folders, datasets.Dataset objects
+            source = require_source(path, flag="--corpus", what="corpus file")
+            if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
                 raise DataFormatError("is empty", path=path, hint="pass a file with text")
-        read_documents(self.args.corpus, format=self.args.format)  # checks each file is text of a known format
+        # checks each file is text of a known format, or columnar data with the text column
+        read_documents(self.args.corpus, format=self.args.format, text_field=self.args.text_field)
 
     def _prepare_inputs(self) -> tuple[BertTokenizer, Path]:
         args, out = self.args, self.out
@@ -168,7 +172,7 @@ class PretrainRecipe:
                 print(f"training a {args.vocab_size}-piece WordPiece vocabulary on the corpus ...", flush=True)
                 with atomic_dir(tokenizer_dir) as tmp:
                     train_vocab_from_corpus(args.corpus, args.vocab_size, tmp, lowercase=args.lowercase,
-                                            format=args.format)
+                                            format=args.format, text_field=args.text_field)
             meta = prepare(args.corpus, tokenizer_dir, out / "data", prepare_settings(args), workers=args.workers,
                            progress=args.progress)
             c, n = meta["corpus"], meta["instances"]
@@ -186,16 +190,16 @@ class PretrainRecipe:
         return OBJECTIVES[self.args.objective].from_args(self.tokenizer, self.args)
 
     def _model_config(self):
-        """The model's configuration (in the family --arch, --init-from or --config names, which the objective must
+        """The model's configuration (in the family --arch, --init-from or --model-config names, which the objective must
         train), checked against the flags before any data is prepared."""
         args, trained = self.args, families_for(self.args.objective)
-        if args.init_from or args.config:
-            flag = "--init-from" if args.init_from else "--config"
+        if args.init_from or args.model_config:
+            flag = "--init-from" if args.init_from else "--model-config"
             if args.init_from:
                 source = self.init_source = ModelDir.read(args.init_from)
                 path, family, config = source.path / "config.json", source.family, source.config
             else:
-                path, (family, config) = args.config, read_config_file(args.config)
+                path, (family, config) = args.model_config, read_config_file(args.model_config)
             if family not in trained:
                 works = objectives_for(family)
                 raise UsageError(f"{path} describes a {family.name} model, and --objective {args.objective} "
@@ -255,9 +259,9 @@ class PretrainRecipe:
                                  f"vocab_size {model.config.vocab_size}", flag="--init-from",
                                  hint=f"use the checkpoint's own tokenizer (--tokenizer {args.init_from})")
             return model
-        if args.config and config.vocab_size not in (0, tokenizer.vocab_size):
-            raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but {args.config} says vocab_size "
-                             f"{config.vocab_size}", flag="--config")
+        if args.model_config and config.vocab_size not in (0, tokenizer.vocab_size):
+            raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but {args.model_config} says "
+                             f"vocab_size {config.vocab_size}", flag="--model-config")
         config.vocab_size = tokenizer.vocab_size
         if hasattr(config, "pad_token_id"):
             config.pad_token_id = tokenizer.pad_token_id
@@ -314,11 +318,12 @@ class PretrainRecipe:
         args, rt = self.args, self.rt
         # Keep the records up to the checkpoint (none on a fresh start), so the log reads as one run.
         self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=self.start or -1, report_to=args.report_to,
-                              settings=dataclasses.asdict(args)) if rt.main else None
+                              settings=dataclasses.asdict(described(args))) if rt.main else None
         if rt.main:
             print(args.recipe_summary(), flush=True)
             atomic_write_text(self.out / "run_config.json",
-                              json.dumps(dataclasses.asdict(args), indent=2, default=str))
+                              json.dumps(dataclasses.asdict(described(args)), indent=2, default=str))
+            write_recipe(self.out, "pretrain", described(args))
         bar = tqdm(total=args.max_steps, initial=self.start, desc="pre-training", unit="step",
                    disable=not rt.main or not args.progress, dynamic_ncols=True)
         step = self.start

@@ -18,13 +18,15 @@ from bertforge.data.options import DataOptions
 # tests/test_registry.py checks that they equal what the registries say.
 # bertforge.objectives.OBJECTIVES: the families each objective trains (bertforge.objectives.families_for), the
 # first one the default; and the objectives the masking flags shape (the masked-LM ones).
-OBJECTIVE_FAMILIES = {"mlm+nsp": ("bert",), "mlm": ("bert", "modernbert"), "mlm+sop": ("bert",), "ltr": ("bert",),
-                      "plm": ("xlnet",), "bilm": ("elmo",), "electra": ("electra",)}
+OBJECTIVE_FAMILIES = {"mlm+nsp": ("bert", "roformer"), "mlm": ("bert", "modernbert", "roformer"),
+                      "mlm+sop": ("bert", "roformer"), "ltr": ("bert", "roformer"), "plm": ("xlnet",),
+                      "bilm": ("elmo",), "electra": ("electra",)}
 OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILIES)
 MASKED_OBJECTIVES = ("mlm+nsp", "mlm", "mlm+sop", "electra")
 NSP_OBJECTIVE, NO_NSP_OBJECTIVE = "mlm+nsp", "mlm"  # --nsp (the default) and --no-nsp, the paper's "No NSP"
 # bertforge.model.registry.FAMILIES: what `pretrain --arch NAME` trains (ModelFamily.default_objective).
-ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra", "modernbert": "mlm"}
+ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra", "modernbert": "mlm",
+                          "roformer": "mlm+nsp"}
 DEFAULT_ARCH = "bert"
 # Google's BERT sizes, and ModernBERT's own (bertforge.model.modernbert.config.MODERNBERT_PRESETS).
 PRESET_NAMES = (*PRESETS, "modernbert-base", "modernbert-large")
@@ -103,16 +105,19 @@ def check_report_to(report_to: str, flag: str = "--report-to") -> None:
 @dataclass
 class PretrainArgs(RunSettings):
     corpus: list[str] = option([], "text files: Google format, one document a line, JSONL, wiki XML, People's "
-                               "Daily; .gz/.bz2 read transparently", metavar="PATH")
+                               "Daily; .gz/.bz2 read transparently; Parquet, Arrow, datasets folders (the arrow "
+                               "extra)", metavar="PATH")
     out: str = option("", "run directory: tokenizer, data, checkpoints, logs, model")
     format: str = option("auto", "corpus format (default: detect per file)", choices=("auto", *FORMATS))
+    text_field: str = option("text", "the JSONL field, or the Parquet / Arrow column, that holds each document's "
+                             "text")
     tokenizer: str | None = option(None, "an existing tokenizer directory (vocab.txt); default: train one",
                                    group="vocabulary")
     vocab_size: int = option(8000, "size of the vocabulary to train", min=16, max=1_000_000, group="vocabulary")
     lowercase: bool = option(True, "keep case (cased model)", negate="--no-lowercase", group="vocabulary")
     preset: str = option("mini", "Google's BERT size (any family), or ModernBERT's own", choices=PRESET_NAMES,
                          group="model")
-    config: str | None = option(None, "a config.json instead of a preset", group="model")
+    model_config: str | None = option(None, "a model's config.json instead of a preset", group="model")
     init_from: str | None = option(None, "continue pre-training from this model directory", group="model")
     dropout: float | None = option(None, "override both dropout probabilities", min=0, below=1, group="model")
     recipe: str = option("auto", "what --arch, --lr, --masked-lm-prob and --warmup-steps are when not given. "
@@ -131,7 +136,8 @@ class PretrainArgs(RunSettings):
                                    "against a small masked-LM generator (ELECTRA)", choices=OBJECTIVE_NAMES,
                                    group="objective")
     arch: str | None = option(None, "model family, where the objective does not imply it: bert (the google "
-                              "recipe's default), modernbert (the small-budget recipe's), "
+                              "recipe's default), modernbert (the small-budget recipe's), roformer (BERT with "
+                              "rotary positions: mlm+nsp, mlm, mlm+sop, ltr), "
                               "xlnet (plm), elmo (bilm), electra (electra)",
                               choices=tuple(ARCH_DEFAULT_OBJECTIVE), group="objective")
     nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
@@ -182,11 +188,11 @@ class PretrainArgs(RunSettings):
         """Resolve --recipe and fill in the settings it decides that the user did not give (listed in ``derived``,
         so the run's config records both the values and which were chosen for the user)."""
         if self.recipe == "auto":
-            from_scratch = self.config is None and self.init_from is None
+            from_scratch = self.model_config is None and self.init_from is None
             self.recipe = "small-budget" if from_scratch and self.preset in SMALL_PRESETS else "google"
         recipe = RECIPES[self.recipe]
         if self.objective is None:
-            if self.arch is None and not (self.config or self.init_from):
+            if self.arch is None and not (self.model_config or self.init_from):
                 self.arch = recipe.arch
                 self.derived.append("arch")
             self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or DEFAULT_ARCH]
@@ -223,8 +229,8 @@ class PretrainArgs(RunSettings):
         return mask, random, keep
 
     # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
-    RESUME_FIXED = ("preset", "config", "recipe", "objective", "plm_k", "generator_size", "seq_len", "batch_size",
-                    "grad_accum", "lr", "warmup_steps", "schedule", "optimizer", "weight_decay", "seed",
+    RESUME_FIXED = ("preset", "model_config", "recipe", "objective", "plm_k", "generator_size", "seq_len",
+                    "batch_size", "grad_accum", "lr", "warmup_steps", "schedule", "optimizer", "weight_decay", "seed",
                     "whole_word_mask", "static_masks", "mask_spans", "mask_mix", "dupe_factor", "masked_lm_prob",
                     "max_predictions_per_seq", "short_seq_prob")
 
@@ -258,8 +264,8 @@ class PretrainArgs(RunSettings):
             raise UsageError("a run directory is required", flag="--out")
         if self.static_masks and self.dupe_factor == 1:
             pass  # one mask per instance for the whole run: allowed, Google's default is dupe_factor 10
-        if self.config and self.init_from:
-            raise UsageError("give --config or --init-from, not both", flag="--config")
+        if self.model_config and self.init_from:
+            raise UsageError("give --model-config or --init-from, not both", flag="--model-config")
 
 
 @dataclass
