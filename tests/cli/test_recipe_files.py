@@ -234,7 +234,7 @@ def test_each_shipped_recipe_runs_on_tiny_settings(recipe, cli_inputs, tmp_path,
         task = f"s=classify:{inputs['train_jsonl']},{inputs['dev_jsonl']}"
         as_is = settings_of(["ablate", "--config", str(recipe), "--corpus", str(inputs["corpus"]), "--task", task,
                              "--out", "o"])
-        assert len(as_is.chosen) == len(as_is.variants) > 5  # every variant it names exists
+        assert len(as_is.chosen) > 5  # every variant or group it names exists
         argv = ["--corpus", inputs["corpus"], "--task", task, "--out", out, "--variants", "bert", "random", "--steps",
                 "2", "--seq-len", "32", "--batch-size", "4", "--warmup-steps", "0", "--vocab-size", "200", "--epochs",
                 "1", "--seeds", "1", "--finetune-batch-size", "8", "--max-length", "32", "--no-progress"]
