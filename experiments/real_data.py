@@ -101,7 +101,7 @@ def zh_pretrain(args) -> None:
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config.to_json_file(config_path)
     result = pretrain(PretrainArgs(corpus=[str(corpus)], out=str(ZH_RUN), format="peoples-daily",
-                                   tokenizer=str(vocab_dir), config=str(config_path), seq_len=128, batch_size=32,
+                                   tokenizer=str(vocab_dir), model_config=str(config_path), seq_len=128, batch_size=32,
                                    max_steps=args.steps, lr=1e-3, warmup_steps=200,
                                    save_every=250, eval_every=250, seed=0, progress=False))
     print(f"Chinese pre-training: held-out MLM accuracy {result['first_eval']['eval_mlm_accuracy']:.3f} -> "

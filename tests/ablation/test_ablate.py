@@ -102,7 +102,7 @@ def test_variants_of_a_format_see_the_same_instances_in_the_same_order(inputs, t
 
 def test_bad_input(inputs, tmp_path):
     corpus, root = inputs
-    with pytest.raises(UsageError, match="unknown variant 'gpt4'.*bert, no-nsp"):
+    with pytest.raises(UsageError, match="unknown variant 'gpt4'.*bert, bert-learned-positions, no-nsp"):
         select_variants(["gpt4"], "mini")
     with pytest.raises(UsageError, match="no dev file"):
         TaskSpec.parse(f"sent=classify:{root}/train.jsonl")
