@@ -88,14 +88,18 @@ def plot(path: Path = Path("docs/recipes.png")) -> None:
     fig = Figure(figsize=(9, 4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    for run_name, evals in curves().items():
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"]  # more runs than the default cycle's 10 colours
+    for index, (run_name, evals) in enumerate(curves().items()):
         metrics = RUNS / run_name / "metrics.jsonl"
         seen = [r for r in map(json.loads, metrics.read_text().splitlines()) if "tokens_seen" in r]
         per_step = seen[-1]["tokens_seen"] / seen[-1]["step"]  # real tokens a step (evaluations fall between logs)
         points = [(r["step"] * per_step / 1e6, r["eval_perplexity_vs_unigram"]) for r in evals
                   if "eval_perplexity_vs_unigram" in r and r["step"] > 0]
         if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, label=run_name)
+            ax.plot(*zip(*points), marker="o", markersize=3, label=run_name, color=palette(index % 20),
+                    linestyle="--" if run_name.startswith("reviews/") else "-")  # the held-back corpus dashed
     for level, text in ((1.0, "unigram"), (0.5, "goal: 1/2 (default recipe)"), (1 / 3, "goal: 1/3 (study rows)")):
         ax.axhline(level, color="grey", linestyle=":", linewidth=1)
         ax.text(0.0, level, text, fontsize=7, va="bottom")
