@@ -201,7 +201,7 @@ def _register_builtins() -> None:
                MASKED_LM: roformer.RoFormerForMaskedLM, CAUSAL_LM: roformer.RoFormerForCausalLM,
                SEQUENCE: roformer.RoFormerForSequenceClassification, TOKEN: roformer.RoFormerForTokenClassification,
                CHOICE: roformer.RoFormerForMultipleChoice, SPAN: roformer.RoFormerForQuestionAnswering},
-        features=roformer.roformer_features, dropout_fields=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        features=bert_features, dropout_fields=("hidden_dropout_prob", "attention_probs_dropout_prob"),
         can=frozenset({ENCODE, FILL_MASK, GENERATE, EXPORT, SERVE, ATTENTION}), positions=positions,
         default_objective="mlm+nsp"))
 

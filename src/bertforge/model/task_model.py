@@ -236,17 +236,21 @@ def _encoder(source, settings: dict[str, Any], pretrained: bool) -> nn.Module:
 
 
 def bert_features(source, settings: dict[str, Any], pretrained: bool) -> BertFeatures:
-    """BERT's encoder as a task model's features (``features``, ``frozen`` and ``encoder_dropout`` of ``settings``)."""
+    """The encoder of a family that runs BERT's forward (BERT, RoFormer: its registry ENCODER class) as a task model's
+    features (``features``, ``frozen`` and ``encoder_dropout`` of ``settings``)."""
+    from bertforge.model.registry import ENCODER  # the registry imports this module
+
+    encoder_class = source.family.heads[ENCODER]
     overrides = {}
     if settings.get("encoder_dropout") is not None:
         overrides = {name: settings["encoder_dropout"] for name in source.family.dropout_fields}
     if pretrained:
-        bert = BertModel.from_pretrained(source.path, **overrides)
+        bert = encoder_class.from_pretrained(source.path, **overrides)
     else:
         config = copy.deepcopy(source.config)
         for key, value in overrides.items():
             setattr(config, key, value)
-        bert = BertModel(config)
+        bert = encoder_class(config)
     return BertFeatures(bert, settings.get("features", "last"), settings.get("frozen", False))
 
 

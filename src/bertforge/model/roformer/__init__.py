@@ -4,7 +4,6 @@ and a sentence-pair head) for the NSP and SOP objectives."""
 
 from bertforge.model.roformer.attention import RoFormerSelfAttention, SinusoidalPositions, rotate, sinusoid_table
 from bertforge.model.roformer.config import RoFormerConfig
-from bertforge.model.roformer.features import roformer_features
 from bertforge.model.roformer.heads import (RoFormerClassificationHead, RoFormerForMultipleChoice,
                                             RoFormerForQuestionAnswering, RoFormerForSequenceClassification,
                                             RoFormerForTokenClassification, RoFormerSequenceSummary)
@@ -17,4 +16,4 @@ __all__ = ["RoFormerConfig", "RoFormerPreTrainedModel", "RoFormerModel", "RoForm
            "RoFormerSelfAttention", "SinusoidalPositions", "sinusoid_table", "rotate", "RoFormerForMaskedLM",
            "RoFormerForCausalLM", "RoFormerForPreTraining", "MaskedLMOutput", "RoFormerForSequenceClassification",
            "RoFormerForTokenClassification", "RoFormerForQuestionAnswering", "RoFormerForMultipleChoice",
-           "RoFormerClassificationHead", "RoFormerSequenceSummary", "roformer_features"]
+           "RoFormerClassificationHead", "RoFormerSequenceSummary"]
