@@ -29,6 +29,14 @@ from bertforge.train.schedule import build_schedule
 from bertforge.vocab import train_vocab
 
 
+
+def is_sync_warning(w: warnings.WarningMessage) -> bool:
+    """A warning from CUDA's sync checker about a synchronising call, not the checker's own notice that it is a
+    prototype (torch >= 2.11 issues that one when the mode is switched on, and it names "synchronization" too)."""
+    text = str(w.message).lower()
+    return "synchroniz" in text and "prototype feature" not in text
+
+
 def _device() -> torch.device | None:
     forced = os.environ.get("BERTFORGE_TEST_DEVICE")
     if forced:
@@ -219,7 +227,7 @@ def test_a_training_step_never_waits_for_the_device(amp):
                 s.step([b], loss_fn, counts_fn)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    synced = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    synced = [str(w.message) for w in caught if is_sync_warning(w)]
     assert not synced, synced
     assert np.isfinite(s.read()["loss"])
 

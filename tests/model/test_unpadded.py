@@ -10,6 +10,7 @@ from bertforge.config import BertConfig
 from bertforge.model import (BertForMultipleChoice, BertForPreTraining, BertForSequenceClassification,
                              BertForTokenClassification, BertLMHeadModel, BertModel)
 from bertforge.model import unpadded
+from bertforge.model.bert import unpads
 from bertforge.model.encoder import BertEncoder
 
 TOL = 1e-5
@@ -101,6 +102,18 @@ def test_the_unpadded_path_runs_and_steps_aside(monkeypatch):
     model(light * 7, None, light)
     assert calls == [1]
 
+
+
+def test_only_the_cpu_unpads_by_default_and_a_set_threshold_decides_everywhere():
+    """Measured: the CPU gains from 3% padding on, a GPU loses at 45% (bert.UNPAD_THRESHOLD)."""
+    lengths = np.array([9, 3, 12, 7])  # 35% padding at T = 12
+    assert unpads(lengths, 12, torch.device("cpu"), None)
+    assert not unpads(np.array([12, 12, 11]), 12, torch.device("cpu"), None)  # 3% padding
+    for device in (torch.device("cuda"), torch.device("mps"), torch.device("meta")):
+        assert not unpads(lengths, 12, device, None)
+        assert unpads(lengths, 12, device, 0.0) and unpads(lengths, 12, device, 0.35)
+        assert not unpads(lengths, 12, device, 0.36)
+    assert not unpads(lengths, 12, torch.device("cpu"), float("inf"))
 
 def test_heads_equal_the_padded_path():
     torch.manual_seed(0)

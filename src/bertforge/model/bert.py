@@ -14,10 +14,20 @@ from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.unpadded import (Unpadded, host_values, pad_output, prefix_lengths, unpad_input,
                                       unpadding)
 
-# Run on the real tokens only (model/unpadded.py) when at least this share of a batch is padding. Measured on
+# Run on the real tokens only (model/unpadded.py) when at least this share of a batch is padding, by device type.
 # CPU (MiniLM, benchmarks/finetune.py --threshold): the unpadded path costs up to 5% with no padding and breaks
-# even at about 3% padding (1.1x at 9%, 1.4x at 30%).
-UNPAD_THRESHOLD = 0.05
+# even at about 3% padding (1.1x at 9%, 1.4x at 30%). CUDA (H200, base, bf16, fine-tuning steps on SNLI-length
+# batches of 32 with 45% padding, benchmarks/gpu.py): every unpadded variant was slower than the padded step
+# (44 ms; jagged 142, repad 240), so other devices keep the padding. A model's ``unpad_threshold`` overrides it.
+UNPAD_THRESHOLD = {"cpu": 0.05}
+
+
+def unpads(lengths: np.ndarray, T: int, device: torch.device, threshold: float | None) -> bool:
+    """Whether right-padded rows of these lengths run on their real tokens only: the padding's share is at least
+    ``threshold`` (0: always, > 1: never; None: the device's share in UNPAD_THRESHOLD, never on other devices)."""
+    if threshold is None:
+        threshold = UNPAD_THRESHOLD.get(device.type, float("inf"))
+    return 1 - lengths.sum() / (lengths.size * T) >= threshold
 
 
 class BertPooler(nn.Module):
@@ -65,7 +75,7 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.unpad_threshold = UNPAD_THRESHOLD  # 0: always unpad (when the layout allows), > 1: never
+        self.unpad_threshold: float | None = None  # the device's default (bert.UNPAD_THRESHOLD); 0: always, > 1: never
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
@@ -124,8 +134,8 @@ class BertModel(BertPreTrainedModel):
         """The unpadded layout when padding is at least ``unpad_threshold`` of the batch, else None."""
         if lengths is None or not lengths.size or lengths.min() < 1:
             return None
-        B, T = input_ids.shape
-        if 1 - lengths.sum() / (B * T) < self.unpad_threshold:
+        T = input_ids.shape[1]
+        if not unpads(lengths, T, input_ids.device, self.unpad_threshold):
             return None
         return unpadding(lengths, T, input_ids.device, self.config.is_decoder)
 

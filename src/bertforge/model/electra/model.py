@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bertforge.model.bert import UNPAD_THRESHOLD, BertModel
+from bertforge.model.bert import BertModel
 from bertforge.model.electra.config import ElectraConfig
 from bertforge.model.electra.pretrained import ElectraPreTrainedModel
 from bertforge.model.embeddings import BertEmbeddings
@@ -45,7 +45,7 @@ class ElectraModel(ElectraPreTrainedModel, BertModel):
             self.embeddings.project = self.embeddings_project.forward  # a bound method: not registered twice
         self.encoder = BertEncoder(config)
         self.pooler = None
-        self.unpad_threshold = UNPAD_THRESHOLD
+        self.unpad_threshold: float | None = None  # the device's default (bert.UNPAD_THRESHOLD)
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertforge.model.bert import UNPAD_THRESHOLD, check_inputs
+from bertforge.model.bert import check_inputs, unpads
 from bertforge.model.dropout import Dropout
 from bertforge.model.modernbert.attention import ModernBertAttention, rotary, window_mask
 from bertforge.model.modernbert.config import GLOBAL, ModernBertConfig
@@ -92,7 +92,7 @@ class ModernBertModel(ModernBertPreTrainedModel):
         self.embeddings = ModernBertEmbeddings(config)
         self.layers = nn.ModuleList(ModernBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
-        self.unpad_threshold = UNPAD_THRESHOLD  # 0: always unpad (when the layout allows), > 1: never
+        self.unpad_threshold: float | None = None  # the device's default (bert.UNPAD_THRESHOLD); 0: always, > 1: never
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -160,6 +160,6 @@ class ModernBertModel(ModernBertPreTrainedModel):
         lengths = None if mask is None else prefix_lengths(mask)
         if lengths is None or not lengths.size or lengths.min() < 1:
             return None
-        if 1 - lengths.sum() / (B * T) < self.unpad_threshold:
+        if not unpads(lengths, T, device, self.unpad_threshold):
             return None
         return unpadding(lengths, T, device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bertforge.model.bert import UNPAD_THRESHOLD, BertModel, BertPooler
+from bertforge.model.bert import BertModel, BertPooler
 from bertforge.model.dropout import Dropout
 from bertforge.model.encoder import BertEncoder
 from bertforge.model.pretrained import BertPreTrainedModel
@@ -64,7 +64,7 @@ class RoFormerModel(RoFormerPreTrainedModel, BertModel):
             self.embeddings.project = self.embeddings_project.forward  # a bound method: not registered twice
         self.encoder = RoFormerEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.unpad_threshold = UNPAD_THRESHOLD  # 0: always unpad (when the layout allows), > 1: never
+        self.unpad_threshold: float | None = None  # the device's default (bert.UNPAD_THRESHOLD); 0: always, > 1: never
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
