@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bertforge.errors import ConfigError
-from bertforge.io.atomic import atomic_write_text
-from bertforge.io.jsonl import read_json_object
+from bertforge.family_config import FamilyConfig
 
 # layers, hidden, heads (Google's released BERT family; intermediate = 4 * hidden).
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -27,7 +23,7 @@ SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
 @dataclass
-class BertConfig:
+class BertConfig(FamilyConfig):
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -52,23 +48,12 @@ class BertConfig:
 
     def validate(self) -> None:
         """Reject configurations that cannot describe a BERT, naming the field."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})")
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ConfigError(f"config field 'hidden_act' is {self.hidden_act!r}; "
-                              f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
-        if not isinstance(self.is_decoder, bool):
-            raise ConfigError(f"config field 'is_decoder' must be true or false, got {self.is_decoder!r}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"config field {name!r} must be in [0, 1), got {getattr(self, name)!r}")
+        self.require_positive_ints(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                    "intermediate_size", "max_position_embeddings", "type_vocab_size"))
+        self.require_heads_divide_hidden()
+        self.require_one_of("hidden_act", SUPPORTED_ACTIVATIONS)
+        self.require_bools(("is_decoder",))
+        self.require_probabilities(("hidden_dropout_prob", "attention_probs_dropout_prob"), numbers_only=False)
 
     @property
     def head_size(self) -> int:
@@ -88,8 +73,8 @@ class BertConfig:
     # --- config.json ---------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "BertConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    def from_dict(cls, data: dict[str, Any], source: str | os.PathLike = "config") -> "BertConfig":
+        names = cls.field_names()
         missing = [n for n in ("vocab_size", "hidden_size", "num_hidden_layers",
                                "num_attention_heads", "intermediate_size") if n not in data]
         if missing:
@@ -107,18 +92,6 @@ class BertConfig:
             raise ConfigError(f"{source}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"architectures": ["BertModel"], "model_type": "bert",
-                "position_embedding_type": "absolute"}
-        data.update(self.extra)
-        data.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        return data
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
-        return cls.from_dict(read_json_object(path), source=str(path))
-
-    def to_json_file(self, path: str | os.PathLike, **overrides: Any) -> None:
-        """Write config.json atomically; ``overrides`` set extra keys (e.g. architectures)."""
-        data = self.to_dict()
-        data.update(overrides)
-        atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        # Before extra, which may restate model_type and position_embedding_type (from_dict keeps them, checked).
+        return {"architectures": ["BertModel"], "model_type": "bert", "position_embedding_type": "absolute",
+                **self.extra, **self.field_values()}

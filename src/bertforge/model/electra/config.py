@@ -4,22 +4,19 @@ discriminator), and the generator's config derived from the discriminator's as t
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bertforge.config import SUPPORTED_ACTIVATIONS, BertConfig
 from bertforge.errors import ConfigError
-from bertforge.io.atomic import atomic_write_text
-from bertforge.io.jsonl import read_json_object
+from bertforge.family_config import FamilyConfig
 
 SUMMARY_TYPES = ("first", "last", "mean", "cls_index")
 
 
 @dataclass
-class ElectraConfig:
+class ElectraConfig(FamilyConfig):
     vocab_size: int = 30522
     embedding_size: int = 128  # token, position and segment embeddings; projected to hidden_size when different
     hidden_size: int = 256
@@ -52,29 +49,18 @@ class ElectraConfig:
 
     def validate(self) -> None:
         """Reject values that cannot describe an ELECTRA model, naming the field."""
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                              f"({self.num_attention_heads})")
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ConfigError(f"config field 'hidden_act' is {self.hidden_act!r}; "
-                              f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
-        if self.summary_type not in SUMMARY_TYPES:
-            raise ConfigError(f"config field 'summary_type' is {self.summary_type!r}; "
-                              f"supported: {', '.join(SUMMARY_TYPES)}")
+        self.require_positive_ints(("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                                    "num_attention_heads", "intermediate_size", "max_position_embeddings",
+                                    "type_vocab_size"))
+        self.require_heads_divide_hidden()
+        self.require_one_of("hidden_act", SUPPORTED_ACTIVATIONS)
+        self.require_one_of("summary_type", SUMMARY_TYPES)
         if self.summary_activation not in (None, "", "linear", "tanh", *SUPPORTED_ACTIVATIONS):
             raise ConfigError(f"config field 'summary_activation' is {self.summary_activation!r}; use 'tanh', "
                               f"an activation name ({', '.join(SUPPORTED_ACTIVATIONS)}) or null")
-        for name in ("is_decoder", "tie_word_embeddings", "summary_use_proj"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "summary_last_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"config field {name!r} must be in [0, 1), got {getattr(self, name)!r}")
+        self.require_bools(("is_decoder", "tie_word_embeddings", "summary_use_proj"))
+        self.require_probabilities(("hidden_dropout_prob", "attention_probs_dropout_prob", "summary_last_dropout"),
+                                   numbers_only=False)
 
     def embeddings_config(self) -> BertConfig:
         """BERT's embedding layer sized to ``embedding_size`` (the module is BERT's, only narrower)."""
@@ -88,37 +74,14 @@ class ElectraConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | os.PathLike | None = None) -> "ElectraConfig":
-        if data.get("model_type", "electra") != "electra":
-            raise ConfigError(f"model_type is {data['model_type']!r}, expected 'electra'", source=source)
+        cls.check_model_type(data, "electra", source)
         if data.get("position_embedding_type", "absolute") != "absolute":
             raise ConfigError(f"only absolute position embeddings are supported, got "
                               f"{data['position_embedding_type']!r}", source=source)
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in data.items() if k in names}
-        extra = {k: v for k, v in data.items() if k not in names and k not in ("model_type", "position_embedding_type")}
-        try:
-            return cls(**known, extra=extra)
-        except ConfigError as e:
-            raise ConfigError(e.message, source=source) from None
-        except TypeError as e:  # a value of the wrong kind where a number is compared
-            raise ConfigError(f"bad value: {e}", source=source) from None
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "ElectraConfig":
-        return cls.from_dict(read_json_object(path), source=path)
+        return cls.from_keys(data, source, written=("model_type", "position_embedding_type"))
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"architectures": ["ElectraModel"]}
-        data.update(self.extra)
-        data.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        data.update(model_type="electra", position_embedding_type="absolute")
-        return data
-
-    def to_json_file(self, path: str | os.PathLike, **overrides: Any) -> None:
-        """Write config.json atomically; ``overrides`` set extra keys (e.g. architectures)."""
-        data = self.to_dict()
-        data.update(overrides)
-        atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return self.json_keys("ElectraModel", model_type="electra", position_embedding_type="absolute")
 
 
 def generator_config(config: ElectraConfig, generator_size: float) -> ElectraConfig:

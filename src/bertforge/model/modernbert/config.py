@@ -9,17 +9,13 @@ here loads in either.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bertforge.config import PRESETS as BERT_PRESETS
 from bertforge.errors import ConfigError
-from bertforge.io.atomic import atomic_write_text
-from bertforge.io.jsonl import read_json_object
+from bertforge.family_config import FamilyConfig
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 POOLINGS = ("cls", "mean")
@@ -36,7 +32,7 @@ BERT_VOCAB = dict(vocab_size=30522, pad_token_id=0, bos_token_id=101, cls_token_
 
 
 @dataclass
-class ModernBertConfig:
+class ModernBertConfig(FamilyConfig):
     vocab_size: int = 50368
     hidden_size: int = 768
     intermediate_size: int = 1152  # per GeGLU half: Wi is (2 * intermediate_size, hidden_size)
@@ -75,6 +71,8 @@ class ModernBertConfig:
     # Keys we do not model (architectures, label maps, versions...) survive a load/save round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    field_label = "field"  # its messages say "field 'x'" (a class attribute, not a dataclass field: no annotation)
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -96,14 +94,10 @@ class ModernBertConfig:
 
     def validate(self) -> None:
         """Reject values that cannot describe a ModernBERT, naming the field."""
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "max_position_embeddings", "global_attn_every_n_layers", "local_attention"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"field {name!r} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                              f"({self.num_attention_heads})")
+        self.require_positive_ints(("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                    "num_attention_heads", "max_position_embeddings", "global_attn_every_n_layers",
+                                    "local_attention"))
+        self.require_heads_divide_hidden()
         if self.head_dim % 2:
             raise ConfigError(f"hidden_size / num_attention_heads is {self.head_dim}; rotary positions need an "
                               f"even head size")
@@ -112,27 +106,18 @@ class ModernBertConfig:
                               f"on either side of a token), got {self.local_attention}",
                               hint=f"use {self.local_attention - 1} or {self.local_attention + 1}")
         for name in ("hidden_activation", "classifier_activation"):
-            if getattr(self, name) not in ACTIVATIONS:
-                raise ConfigError(f"field {name!r} is {getattr(self, name)!r}; supported: {', '.join(ACTIVATIONS)}")
+            self.require_one_of(name, ACTIVATIONS)
         if self.classifier_pooling not in POOLINGS:
             raise ConfigError(f"field 'classifier_pooling' is {self.classifier_pooling!r}; expected 'cls' or 'mean'")
-        for name in ("norm_bias", "attention_bias", "mlp_bias", "decoder_bias", "classifier_bias",
-                     "tie_word_embeddings", "sparse_prediction", "deterministic_flash_attn"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"field {name!r} must be true or false, got {getattr(self, name)!r}")
-        for name in ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"field {name!r} must be in [0, 1), got {value!r}")
+        self.require_bools(("norm_bias", "attention_bias", "mlp_bias", "decoder_bias", "classifier_bias",
+                            "tie_word_embeddings", "sparse_prediction", "deterministic_flash_attn"))
+        self.require_probabilities(("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"))
         for name in ("global_rope_theta", "local_rope_theta", "initializer_range", "norm_eps",
                      "initializer_cutoff_factor"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"field {name!r} must be a positive number, got {value!r}")
-        pad = self.pad_token_id
-        if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < self.vocab_size):
-            raise ConfigError(f"field 'pad_token_id' must be null or an id in [0, {self.vocab_size}) (vocab_size), "
-                              f"got {pad!r}")
+        self.require_pad_token_id()
         if self.layer_types is not None:
             types = self.layer_types
             if (not isinstance(types, list) or len(types) != self.num_hidden_layers
@@ -163,42 +148,19 @@ class ModernBertConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | os.PathLike | None = None) -> "ModernBertConfig":
         """A config from config.json's keys, as either transformers generation writes them."""
-        if data.get("model_type", "modernbert") != "modernbert":
-            raise ConfigError(f"model_type is {data['model_type']!r}, expected 'modernbert'", source=source)
+        cls.check_model_type(data, "modernbert", source)
         data = dict(data)
         try:
             _read_rope_parameters(data)
             _read_layer_types(data)
         except ConfigError as e:
             raise ConfigError(e.message, source=source, hint=e.hint) from None
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in data.items() if k in names}
-        extra = {k: v for k, v in data.items() if k not in names and k != "model_type"}
-        try:
-            return cls(**known, extra=extra)
-        except ConfigError as e:
-            raise ConfigError(e.message, source=source, hint=e.hint) from None
-        except TypeError as e:  # a value of the wrong kind where a number is compared
-            raise ConfigError(f"bad value: {e}", source=source) from None
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "ModernBertConfig":
-        return cls.from_dict(read_json_object(path), source=path)
+        return cls.from_keys(data, source)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"architectures": ["ModernBertModel"]}
-        data.update(self.extra)
-        data.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        data.update(model_type="modernbert", layer_types=self.attention_types, rope_parameters={
-            GLOBAL: {"rope_theta": self.global_rope_theta, "rope_type": "default"},
-            LOCAL: {"rope_theta": self.local_rope_theta, "rope_type": "default"}})
-        return data
-
-    def to_json_file(self, path: str | os.PathLike, **overrides: Any) -> None:
-        """Write config.json atomically; ``overrides`` set extra keys (e.g. architectures)."""
-        data = self.to_dict()
-        data.update(overrides)
-        atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return self.json_keys("ModernBertModel", model_type="modernbert", layer_types=self.attention_types,
+                              rope_parameters={GLOBAL: {"rope_theta": self.global_rope_theta, "rope_type": "default"},
+                                               LOCAL: {"rope_theta": self.local_rope_theta, "rope_type": "default"}})
 
 
 def every_nth(layers: int, n: int) -> list[str]:
