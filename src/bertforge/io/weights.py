@@ -97,6 +97,68 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     return sorted(missing + list(mismatched))
 
 
+def load_prefixed(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                  drop_mismatched: bool = False) -> list[str]:
+    """Copy ``state`` into ``model`` by name alone, the ``base_model_prefix`` matched either way (the families whose
+    checkpoints hold no derived tensors: ModernBERT, XLNet); returns the names of the weights left at their fresh
+    initialisation.
+
+    A missing encoder tensor (any under the prefix, or any at all in a bare encoder) or a shape mismatch is a
+    CheckpointError (mismatches are dropped with a warning under ``drop_mismatched``); a missing head or an
+    unused tensor is a warning. A tied tensor follows what it is tied to, whatever the checkpoint holds for it,
+    as in transformers.
+    """
+    prefix = model.base_model_prefix + "."
+    own = model.state_dict()
+    prefixed = any(k.startswith(prefix) for k in own)
+    tied = _tied_names(model)
+    matched: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for key, tensor in state.items():
+        name = key
+        if name not in own:
+            if prefixed and prefix + name in own:
+                name = prefix + name
+            elif not prefixed and name.startswith(prefix):
+                name = name[len(prefix):]
+        if name in tied:
+            continue
+        if name in own:
+            matched[name] = tensor
+        else:
+            unexpected.append(key)
+    mismatched = {n: (tuple(t.shape), tuple(own[n].shape)) for n, t in matched.items() if t.shape != own[n].shape}
+    if mismatched and not drop_mismatched:
+        listed = ", ".join(f"{n} (checkpoint {a}, model {b})" for n, (a, b) in sorted(mismatched.items())[:8])
+        raise CheckpointError(f"{source}: {len(mismatched)} tensors have another shape in the checkpoint than "
+                              f"in the model: {listed}", mismatched=mismatched,
+                              hint="pass ignore_mismatched_sizes=True to re-initialise those tensors (they "
+                                   "then need training), or a config override (e.g. num_labels) that fits")
+    for name in mismatched:
+        del matched[name]
+    missing = sorted(set(own) - set(matched) - set(mismatched) - tied)
+    encoder = [k for k in missing if k.startswith(prefix) or not prefixed]
+    if encoder:
+        raise CheckpointError(f"{source}: checkpoint lacks encoder weights: {', '.join(encoder[:8])}"
+                              + (f" and {len(encoder) - 8} more" if len(encoder) > 8 else ""))
+    with torch.no_grad():
+        for name, tensor in matched.items():
+            own[name].copy_(tensor)
+    warn_fresh(source, missing, mismatched, unexpected)
+    return sorted(missing + list(mismatched))
+
+
+def _tied_names(model: nn.Module) -> set[str]:
+    """State names that alias an earlier tensor (a decoder's matrix tied to the embedding)."""
+    seen: set[int] = set()
+    tied = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.add(id(tensor))
+    return tied
+
+
 def warn_fresh(source: str, missing: list[str], mismatched: dict[str, tuple], unexpected: list[str]) -> None:
     """One warning each for weights newly initialised (missing or of another shape) and tensors ignored."""
     if missing:

@@ -1,4 +1,4 @@
-"""What every bertforge model shares: BERT's initialisation, and load/save in the `transformers` layout."""
+"""What every bertforge model shares: load/save in the `transformers` layout, and BERT's initialisation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bertforge.config import BertConfig
 from bertforge.errors import require_dir
 from bertforge.io import weights
 
-M = TypeVar("M", bound="BertPreTrainedModel")
+M = TypeVar("M", bound="PreTrainedModel")
 
 
 @torch.no_grad()
@@ -34,23 +34,25 @@ def init_modules(model: nn.Module, std: float, zero_padding: bool) -> None:
             module.bias.zero_()
 
 
-class BertPreTrainedModel(nn.Module):
-    """Base of BertModel and every head model. Heads hold the encoder as ``self.bert``."""
+class PreTrainedModel(nn.Module):
+    """Base of every model that loads and saves the `transformers` layout, BERT's and each family's: its config,
+    ``from_pretrained`` / ``save_pretrained`` and ``num_parameters``.
 
-    base_model_prefix = "bert"
+    A family names its ``config_class`` and ``base_model_prefix`` (the attribute its head models hold the encoder
+    under, so the prefix of their weight names); where its checkpoints follow other rules than BERT's, it
+    overrides ``complete_state`` (tensors a checkpoint implies but does not store) or ``load_weights`` (how
+    checkpoint names are matched to the model's).
+    """
 
-    def __init__(self, config: BertConfig):
+    config_class: type  # a FamilyConfig: from_json_file, override
+    base_model_prefix: str
+    # (model, state, source, drop_mismatched) -> the names of the weights left at their fresh initialisation
+    load_weights = staticmethod(weights.load_into)
+
+    def __init__(self, config: Any):
         super().__init__()
         self.config = config
         self.newly_initialized: list[str] = []  # weights from_pretrained found no trained value for
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """BERT's initialisation: normal(0, initializer_range) weights, zero biases, LayerNorm 1/0."""
-        init_modules(self, self.config.initializer_range, zero_padding=True)
-        for name, param in self.named_parameters():
-            if name.endswith("predictions.bias"):  # the MLM output bias lives outside any Linear
-                param.zero_()
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied matrix counts once)."""
@@ -61,27 +63,44 @@ class BertPreTrainedModel(nn.Module):
                         **config_overrides: Any) -> M:
         """Load ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) from a directory.
 
-        Keys may carry the ``bert.`` prefix or not. Weights missing from the checkpoint (a task head on
-        an encoder-only checkpoint) keep their fresh initialisation and are listed in one warning.
-        ``ignore_mismatched_sizes`` does the same for tensors whose shape differs (a classifier with
-        another number of labels) instead of raising.
+        ``config_overrides`` set config fields (or extra keys such as ``num_labels``). Keys may carry the
+        ``base_model_prefix`` or not, so an encoder checkpoint loads under a head and a head checkpoint under the
+        encoder. Weights missing from the checkpoint (a task head on an encoder-only checkpoint) keep their fresh
+        initialisation and are listed in one warning; ``ignore_mismatched_sizes`` does the same for tensors
+        whose shape differs (a classifier with another number of labels) instead of raising.
         """
         path = require_dir(path, what="model directory")
-        config = BertConfig.from_json_file(path / "config.json")
-        for key, value in config_overrides.items():
-            if hasattr(config, key) and key != "extra":
-                setattr(config, key, value)
-            else:
-                config.extra[key] = value
-        config.validate()
+        config = cls.config_class.from_json_file(path / "config.json")
+        config.override(config_overrides, source=path / "config.json")
         model = cls(config)
-        model.newly_initialized = weights.load_into(model, weights.read_state_dict(path), source=str(path),
-                                                    drop_mismatched=ignore_mismatched_sizes)
+        state = model.complete_state(weights.read_state_dict(path))
+        model.newly_initialized = cls.load_weights(model, state, source=str(path),
+                                                   drop_mismatched=ignore_mismatched_sizes)
         return model
 
+    def complete_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint's tensors with those the family derives instead of storing (none for BERT)."""
+        return state
+
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads as well."""
+        """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads as well (a tied matrix is
+        stored once, under its owner's name, the way transformers writes it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         weights.save_state_dict(self.state_dict(), path / "model.safetensors")
         self.config.to_json_file(path / "config.json", architectures=[type(self).__name__])
+
+
+class BertPreTrainedModel(PreTrainedModel):
+    """Base of BertModel and every head model. Heads hold the encoder as ``self.bert``."""
+
+    config_class = BertConfig
+    base_model_prefix = "bert"
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """BERT's initialisation: normal(0, initializer_range) weights, zero biases, LayerNorm 1/0."""
+        init_modules(self, self.config.initializer_range, zero_padding=True)
+        for name, param in self.named_parameters():
+            if name.endswith("predictions.bias"):  # the MLM output bias lives outside any Linear
+                param.zero_()
