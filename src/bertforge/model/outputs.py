@@ -28,6 +28,26 @@ class PreTrainingOutput:
 
 
 @dataclass
+class MaskedLMOutput:
+    """A masked LM alone (RoFormer's, ModernBERT's, ELECTRA's generator), with `transformers`' field names."""
+
+    loss: torch.Tensor | None = None  # mean cross-entropy over the labelled positions
+    # (B, T, V) without labels; (N, V) at the N labelled positions, in row-major order, where only those are decoded
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+    # BertForPreTraining's names for the same two, which the masked-LM objective and fill-mask read.
+    @property
+    def mlm_loss(self) -> torch.Tensor | None:
+        return self.loss
+
+    @property
+    def prediction_logits(self) -> torch.Tensor | None:
+        return self.logits
+
+
+@dataclass
 class CausalLMOutput:
     loss: torch.Tensor | None = None  # mean next-token cross-entropy
     logits: torch.Tensor | None = None  # (B, T, V) without labels, (N, V) at the N scored positions with

@@ -1,6 +1,9 @@
-"""BertForPreTraining: BertModel + the masked-LM head (tied decoder) + the next-sentence head."""
+"""BertForPreTraining: BertModel + the masked-LM head (tied decoder) + the next-sentence head; and the masked-LM
+forward the families whose encoder is BERT-shaped share (``masked_lm``)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -12,10 +15,10 @@ from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import ConfigError
 from bertforge.model.bert import BertModel
 from bertforge.model.encoder import ACTIVATIONS
-from bertforge.model.outputs import CausalLMOutput, PreTrainingOutput
+from bertforge.model.heads import check_shape
+from bertforge.model.outputs import CausalLMOutput, MaskedLMOutput, PreTrainingOutput
 from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.unpadded import host_values
-
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -99,6 +102,37 @@ def labelled_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     waits for the device (without one, the labels are read once)."""
     positions, selected, rows = _labelled(host_values(labels, read=True))
     return tuple(torch.from_numpy(a).to(labels.device, non_blocking=True) for a in (positions, selected, rows))
+
+
+def masked_lm(encoder: nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor,
+              token_type_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, labels: torch.Tensor | None,
+              output_hidden_states: bool, output_attentions: bool) -> MaskedLMOutput:
+    """A masked LM's forward: ``encoder`` takes BERT's arguments (``output_positions`` too) and ``logits_of``
+    projects its states onto the vocabulary (RoFormer's LM head, ELECTRA's generator head).
+
+    labels: (B, T) original ids at the masked positions, -100 elsewhere. Without labels, logits are (B, T, V).
+    With labels, only the N labelled positions are projected onto the vocabulary, (N, V) in row-major order, and
+    (without hidden states or attentions asked for) the last layer runs at those positions alone: the loss is
+    transformers', the work a fraction.
+    """
+    if labels is not None:
+        check_shape("labels", labels, tuple(input_ids.shape), f"input_ids of shape {tuple(input_ids.shape)}")
+    if labels is None or output_hidden_states or output_attentions:
+        out = encoder(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        hidden, selected = out.last_hidden_state, labels  # (B, T, H)
+        if labels is not None:
+            rows = torch.from_numpy(np.flatnonzero(host_values(labels, read=True) != IGNORE_INDEX))
+            rows = rows.to(labels.device, non_blocking=True)
+    else:
+        positions, selected, rows = labelled_rows(labels)  # (B, S) positions and labels, (N,) flat rows
+        out = encoder(input_ids, token_type_ids, attention_mask, output_positions=positions)
+        hidden = out.last_hidden_state  # (B, S, H)
+    if labels is None:
+        return MaskedLMOutput(None, logits_of(hidden), out.hidden_states, out.attentions)
+    logits = logits_of(hidden.flatten(0, 1).index_select(0, rows))  # (N, V)
+    targets = selected.flatten().index_select(0, rows)
+    loss = F.cross_entropy(logits, targets) if targets.numel() else logits.sum() * 0.0
+    return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

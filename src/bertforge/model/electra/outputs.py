@@ -1,4 +1,5 @@
-"""Output records of the ELECTRA pre-training models, with `transformers`' field names."""
+"""Output records of the ELECTRA pre-training models, with `transformers`' field names (the generator's is the
+shared ``MaskedLMOutput``)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
+from bertforge.model.outputs import MaskedLMOutput  # the generator's
+
+__all__ = ["ElectraForPreTrainingOutput", "MaskedLMOutput", "ElectraPairOutput"]
+
 
 @dataclass
 class ElectraForPreTrainingOutput:
     loss: torch.Tensor | None = None  # replaced-token detection: mean BCE over the real tokens
     logits: torch.Tensor | None = None  # (B, T): > 0 says "replaced"; not meaningful at padding
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class MaskedLMOutput:
-    loss: torch.Tensor | None = None  # mean cross-entropy over the labelled positions
-    logits: torch.Tensor | None = None  # (B, T, V) without labels, (N, V) at the N labelled positions with
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 

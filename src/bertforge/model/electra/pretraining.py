@@ -4,20 +4,17 @@ embeddings), with `transformers`' weight names and losses."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertforge.constants import IGNORE_INDEX
 from bertforge.model.electra.config import ElectraConfig
 from bertforge.model.electra.model import ElectraModel
 from bertforge.model.electra.outputs import ElectraForPreTrainingOutput, MaskedLMOutput
 from bertforge.model.electra.pretrained import ElectraPreTrainedModel
 from bertforge.model.encoder import ACTIVATIONS
 from bertforge.model.heads import check_shape
-from bertforge.model.pretraining import labelled_rows
-from bertforge.model.unpadded import host_values
+from bertforge.model.pretraining import masked_lm
 
 
 class ElectraDiscriminatorPredictions(nn.Module):
@@ -88,30 +85,10 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> MaskedLMOutput:
-        """labels: (B, T) original ids at the masked positions, -100 elsewhere.
-
-        Without labels, logits are (B, T, V). With labels, only the N labelled positions are projected onto the
-        vocabulary, (N, V) in row-major order, and (without hidden states or attentions asked for) the last layer
-        runs at those positions alone: the loss is the same, the work a fraction.
-        """
-        if labels is not None:
-            check_shape("labels", labels, tuple(input_ids.shape), f"input_ids of shape {tuple(input_ids.shape)}")
-        if labels is None or output_hidden_states or output_attentions:
-            out = self.electra(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
-            hidden, selected = out.last_hidden_state, labels  # (B, T, H)
-            if labels is not None:
-                rows = torch.from_numpy(np.flatnonzero(host_values(labels, read=True) != IGNORE_INDEX))
-                rows = rows.to(labels.device, non_blocking=True)
-        else:
-            positions, selected, rows = labelled_rows(labels)  # (B, S) positions and labels, (N,) flat rows
-            out = self.electra(input_ids, token_type_ids, attention_mask, output_positions=positions)
-            hidden = out.last_hidden_state  # (B, S, H)
-        if labels is None:
-            return MaskedLMOutput(None, self._logits(hidden), out.hidden_states, out.attentions)
-        logits = self._logits(hidden.flatten(0, 1).index_select(0, rows))  # (N, V)
-        targets = selected.flatten().index_select(0, rows)
-        loss = F.cross_entropy(logits, targets) if targets.numel() else logits.sum() * 0.0
-        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+        """labels: (B, T) original ids at the masked positions, -100 elsewhere; logits (B, T, V), or (N, V) at the
+        N labelled positions with labels (``model.pretraining.masked_lm``)."""
+        return masked_lm(self.electra, self._logits, input_ids, token_type_ids, attention_mask, labels,
+                         output_hidden_states, output_attentions)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.generator_lm_head(self.generator_predictions(hidden))  # (..., H) -> (..., V)

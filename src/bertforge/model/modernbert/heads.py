@@ -10,8 +10,6 @@ transformers'.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,25 +21,8 @@ from bertforge.model.heads import (LabelMaps, check_class_ids, check_shape, choi
 from bertforge.model.modernbert.config import ModernBertConfig
 from bertforge.model.modernbert.model import ACTIVATIONS, ModernBertModel
 from bertforge.model.modernbert.pretrained import ModernBertPreTrainedModel
-from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput, SequenceClassifierOutput,
-                                     TokenClassifierOutput)
-
-
-@dataclass
-class MaskedLMOutput:
-    loss: torch.Tensor | None = None  # mean cross-entropy over the labels that are not sparse_pred_ignore_index
-    logits: torch.Tensor | None = None  # (B, T, V); (N, V) at the N labelled positions with sparse_prediction
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-    # BertForPreTraining's names for the same two, which the masked-LM objective and fill-mask read.
-    @property
-    def mlm_loss(self) -> torch.Tensor | None:
-        return self.loss
-
-    @property
-    def prediction_logits(self) -> torch.Tensor | None:
-        return self.logits
+from bertforge.model.outputs import (MaskedLMOutput, MultipleChoiceModelOutput, QuestionAnsweringOutput,
+                                     SequenceClassifierOutput, TokenClassifierOutput)
 
 
 class ModernBertPredictionHead(nn.Module):

@@ -5,24 +5,18 @@ the tied output matrix (the word embeddings) lives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import ConfigError
 from bertforge.model.encoder import ACTIVATIONS
-from bertforge.model.heads import check_shape
+from bertforge.model.outputs import MaskedLMOutput
 from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.pretraining import (BertForPreTraining, BertLMHeadModel, BertLMPredictionHead,
-                                         BertPredictionHeadTransform, labelled_rows)
+                                         BertPredictionHeadTransform, masked_lm)
 from bertforge.model.roformer.config import RoFormerConfig
 from bertforge.model.roformer.model import RoFormerModel
 from bertforge.model.roformer.pretrained import RoFormerHeadModel
-from bertforge.model.unpadded import host_values
 
 
 class RoFormerPredictionHeadTransform(BertPredictionHeadTransform):
@@ -56,23 +50,6 @@ class RoFormerPreTrainingHeads(RoFormerOnlyMLMHead):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-@dataclass
-class MaskedLMOutput:
-    loss: torch.Tensor | None = None  # mean cross-entropy over the labelled positions
-    logits: torch.Tensor | None = None  # (B, T, V) without labels, (N, V) at the N labelled positions with
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-    # BertForPreTraining's names for the same two, which the masked-LM objective and fill-mask read.
-    @property
-    def mlm_loss(self) -> torch.Tensor | None:
-        return self.loss
-
-    @property
-    def prediction_logits(self) -> torch.Tensor | None:
-        return self.logits
-
-
 class RoFormerForMaskedLM(RoFormerHeadModel):
     """RoFormerModel -> cls.predictions: the masked LM alone (what ``--objective mlm`` trains)."""
 
@@ -85,31 +62,11 @@ class RoFormerForMaskedLM(RoFormerHeadModel):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> MaskedLMOutput:
-        """labels: (B, T) original ids at the masked positions, -100 elsewhere.
-
-        Without labels, logits are (B, T, V). With labels, only the N labelled positions are projected onto the
-        vocabulary, (N, V) in row-major order, and (without hidden states or attentions asked for) the last layer
-        runs at those positions alone: the loss is transformers', the work a fraction.
-        """
-        if labels is not None:
-            check_shape("labels", labels, tuple(input_ids.shape), f"input_ids of shape {tuple(input_ids.shape)}")
-        if labels is None or output_hidden_states or output_attentions:
-            out = self.roformer(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
-            hidden, selected = out.last_hidden_state, labels  # (B, T, H)
-            if labels is not None:
-                rows = torch.from_numpy(np.flatnonzero(host_values(labels, read=True) != IGNORE_INDEX))
-                rows = rows.to(labels.device, non_blocking=True)
-        else:
-            positions, selected, rows = labelled_rows(labels)  # (B, S) positions and labels, (N,) flat rows
-            out = self.roformer(input_ids, token_type_ids, attention_mask, output_positions=positions)
-            hidden = out.last_hidden_state  # (B, S, H)
+        """labels: (B, T) original ids at the masked positions, -100 elsewhere; logits (B, T, V), or (N, V) at the
+        N labelled positions with labels (``model.pretraining.masked_lm``)."""
         decoder = self.roformer.embeddings.word_embeddings.weight
-        if labels is None:
-            return MaskedLMOutput(None, self.cls.predictions(hidden, decoder), out.hidden_states, out.attentions)
-        logits = self.cls.predictions(hidden.flatten(0, 1).index_select(0, rows), decoder)  # (N, V)
-        targets = selected.flatten().index_select(0, rows)
-        loss = F.cross_entropy(logits, targets) if targets.numel() else logits.sum() * 0.0
-        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+        return masked_lm(self.roformer, lambda hidden: self.cls.predictions(hidden, decoder), input_ids,
+                         token_type_ids, attention_mask, labels, output_hidden_states, output_attentions)
 
 
 class RoFormerForCausalLM(RoFormerHeadModel, BertLMHeadModel):
