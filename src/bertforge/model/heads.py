@@ -149,7 +149,21 @@ class LabelledModel(LabelMaps, BertPreTrainedModel):
                 f"num_labels={theirs} to keep it", mismatched=e.mismatched) from None
 
 
-class BertForSequenceClassification(LabelledModel):
+class SequenceLoss:
+    """The loss of every family's sequence classifier: the configured ``problem_type``, else transformers' guess,
+    then ``sequence_loss``. Mixed in beside the model class (it reads ``config`` and ``num_labels``)."""
+
+    num_labels: int
+
+    def problem_type(self, labels: torch.Tensor) -> str:
+        """config's problem_type, else transformers' guess (see ``problem_type``)."""
+        return problem_type(self.config.extra.get("problem_type"), self.num_labels, labels)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return sequence_loss(logits, labels, self.problem_type(labels))
+
+
+class BertForSequenceClassification(SequenceLoss, LabelledModel):
     """pooler_output -> dropout -> Linear(H, num_labels); cross-entropy, MSE (num_labels == 1) or BCE."""
 
     def __init__(self, config: BertConfig):
@@ -172,13 +186,6 @@ class BertForSequenceClassification(LabelledModel):
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
-
-    def problem_type(self, labels: torch.Tensor) -> str:
-        """config's problem_type, else transformers' guess (see ``problem_type``)."""
-        return problem_type(self.config.extra.get("problem_type"), self.num_labels, labels)
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return sequence_loss(logits, labels, self.problem_type(labels))
 
 
 def problem_type(configured: str | None, num_labels: int, labels: torch.Tensor) -> str:
@@ -226,6 +233,25 @@ def choice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels.long())
 
 
+def choices_shape(input_ids: torch.Tensor) -> tuple[int, int, int]:
+    """(B, C, T) of multiple-choice ``input_ids``: one row of T tokens per choice; anything else is an error."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 3:
+        raise ValueError(f"input_ids must be a (batch, choices, length) tensor, got shape "
+                         f"{tuple(getattr(input_ids, 'shape', ()))}")
+    return tuple(input_ids.shape)
+
+
+def flatten_choices(input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                    attention_mask: torch.Tensor | None) -> tuple[int, int, list[torch.Tensor | None]]:
+    """B, C and the (B, C, T) inputs as (B * C, T) rows, each choice encoded as its own sequence (None stays
+    None); the shapes are checked first."""
+    B, C, T = choices_shape(input_ids)
+    for name, tensor in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {(B, C, T)}")
+    return B, C, [None if t is None else t.reshape(B * C, T) for t in (input_ids, token_type_ids, attention_mask)]
+
+
 class BertForMultipleChoice(BertPreTrainedModel):
     """Each of (B, C, T) choices encoded as its own sequence; pooler -> dropout -> Linear(H, 1) -> (B, C)."""
 
@@ -242,15 +268,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
                 output_attentions: bool = False) -> MultipleChoiceModelOutput:
         """input_ids, token_type_ids, attention_mask: (B, C, T), one row per choice; labels: (B,) the right
         choice. hidden_states and attentions come per flattened row, (B * C, ...)."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 3:
-            raise ValueError(f"input_ids must be a (batch, choices, length) tensor, got shape "
-                             f"{tuple(getattr(input_ids, 'shape', ()))}")
-        B, C, T = input_ids.shape
-        for name, tensor in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
-            if tensor is not None and tensor.shape != input_ids.shape:
-                raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {(B, C, T)}")
-        flat = [None if t is None else t.reshape(B * C, T)  # (B * C, T)
-                for t in (input_ids, token_type_ids, attention_mask)]
+        B, C, flat = flatten_choices(input_ids, token_type_ids, attention_mask)  # (B * C, T) each
         out = self.bert(*flat, output_hidden_states, output_attentions,
                         sentence_only(self.config, flat[0], flat[2], output_hidden_states or output_attentions))
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)  # (B, C)

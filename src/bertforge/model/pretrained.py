@@ -104,3 +104,15 @@ class BertPreTrainedModel(PreTrainedModel):
         for name, param in self.named_parameters():
             if name.endswith("predictions.bias"):  # the MLM output bias lives outside any Linear
                 param.zero_()
+
+
+class EncoderAsBert:
+    """Mixed into a family's head models that inherit a BERT head's forward (their layers are BERT's): that forward
+    reads the encoder as ``self.bert``, which here is the family's encoder under its own name
+    (``base_model_prefix``: transformers' name, and so the weights')."""
+
+    base_model_prefix: str
+
+    @property
+    def bert(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)

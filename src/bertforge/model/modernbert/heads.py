@@ -16,8 +16,8 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.model.dropout import Dropout
-from bertforge.model.heads import (LabelMaps, check_class_ids, check_shape, choice_loss, problem_type,
-                                   resolve_labels, sequence_loss, span_loss, token_loss)
+from bertforge.model.heads import (LabelMaps, SequenceLoss, check_class_ids, check_shape, choice_loss, choices_shape,
+                                   resolve_labels, span_loss, token_loss)
 from bertforge.model.modernbert.config import ModernBertConfig
 from bertforge.model.modernbert.model import ACTIVATIONS, ModernBertModel
 from bertforge.model.modernbert.pretrained import ModernBertPreTrainedModel
@@ -104,13 +104,17 @@ class ModernBertClassifierBase(ModernBertPreTrainedModel):
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
 
 
-class ModernBertForSequenceClassification(LabelMaps, ModernBertClassifierBase):
-    """Pooled vector -> head -> dropout -> classifier; cross-entropy, MSE (num_labels == 1) or BCE."""
+class ModernBertLabelledModel(LabelMaps, ModernBertClassifierBase):
+    """A classifier with ``num_labels`` outputs, sized by the config's label maps."""
 
     def __init__(self, config: ModernBertConfig):
         num_labels = resolve_labels(config)
         super().__init__(config, num_labels)
         self.num_labels = num_labels
+
+
+class ModernBertForSequenceClassification(SequenceLoss, ModernBertLabelledModel):
+    """Pooled vector -> head -> dropout -> classifier; cross-entropy, MSE (num_labels == 1) or BCE."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -120,20 +124,12 @@ class ModernBertForSequenceClassification(LabelMaps, ModernBertClassifierBase):
         (B, num_labels); for multi-label (B, num_labels) of 0/1."""
         out = self.model(input_ids, attention_mask, position_ids, output_hidden_states, output_attentions)
         logits = self.scores(self.pooled(out.last_hidden_state, attention_mask))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            loss = sequence_loss(logits, labels,
-                                 problem_type(self.config.extra.get("problem_type"), self.num_labels, labels))
+        loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class ModernBertForTokenClassification(LabelMaps, ModernBertClassifierBase):
+class ModernBertForTokenClassification(ModernBertLabelledModel):
     """last_hidden_state -> head -> dropout -> classifier, one score per token and label."""
-
-    def __init__(self, config: ModernBertConfig):
-        num_labels = resolve_labels(config)
-        super().__init__(config, num_labels)
-        self.num_labels = num_labels
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -180,10 +176,7 @@ class ModernBertForMultipleChoice(ModernBertClassifierBase):
                 output_hidden_states: bool = False, output_attentions: bool = False, *,
                 token_type_ids: torch.Tensor | None = None) -> MultipleChoiceModelOutput:
         """input_ids, attention_mask: (B, C, T), one row per choice; labels: (B,) the right choice."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 3:
-            raise ValueError(f"input_ids must be a (batch, choices, length) tensor, got shape "
-                             f"{tuple(getattr(input_ids, 'shape', ()))}")
-        B, C, T = input_ids.shape
+        B, C, T = choices_shape(input_ids)
         if attention_mask is not None:
             check_shape("attention_mask", attention_mask, (B, C, T), f"input_ids of shape {(B, C, T)}")
         ids, mask = (None if t is None else t.reshape(B * C, T) for t in (input_ids, attention_mask))

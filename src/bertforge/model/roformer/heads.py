@@ -15,8 +15,8 @@ from bertforge.errors import ConfigError
 from bertforge.model.bert import sentence_vector
 from bertforge.model.dropout import Dropout
 from bertforge.model.encoder import ACTIVATIONS
-from bertforge.model.heads import (BertForQuestionAnswering, BertForTokenClassification, LabelMaps, choice_loss,
-                                   problem_type, resolve_labels, sentence_only, sequence_loss)
+from bertforge.model.heads import (BertForQuestionAnswering, BertForTokenClassification, LabelMaps, SequenceLoss,
+                                   choice_loss, flatten_choices, resolve_labels, sentence_only)
 from bertforge.model.outputs import MultipleChoiceModelOutput, SequenceClassifierOutput
 from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.roformer.config import RoFormerConfig
@@ -41,7 +41,7 @@ class RoFormerClassificationHead(nn.Module):
         return self.out_proj(self.dropout(self.act(self.dense(self.dropout(x)))))  # (B, H) -> (B, num_labels)
 
 
-class RoFormerForSequenceClassification(LabelMaps, RoFormerHeadModel):
+class RoFormerForSequenceClassification(SequenceLoss, LabelMaps, RoFormerHeadModel):
     """RoFormer's classification head on [CLS] (a left-to-right model's: the last real token, as bertforge's BERT
     reads it); cross-entropy, MSE (num_labels == 1) or BCE, as for BERT."""
 
@@ -62,10 +62,7 @@ class RoFormerForSequenceClassification(LabelMaps, RoFormerHeadModel):
         hidden = out.last_hidden_state  # (B, 1, H) at the sentence position, or (B, T, H)
         x = sentence_vector(hidden, None if at is not None else attention_mask, self.config.is_decoder)  # (B, H)
         logits = self.classifier(x)  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            loss = sequence_loss(logits, labels, problem_type(self.config.extra.get("problem_type"), self.num_labels,
-                                                              labels))
+        loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -147,15 +144,7 @@ class RoFormerForMultipleChoice(RoFormerHeadModel):
                 output_hidden_states: bool = False, output_attentions: bool = False) -> MultipleChoiceModelOutput:
         """input_ids, token_type_ids, attention_mask: (B, C, T), one row per choice; labels: (B,) the right choice.
         hidden_states and attentions come per flattened row, (B * C, ...)."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 3:
-            raise ValueError(f"input_ids must be a (batch, choices, length) tensor, got shape "
-                             f"{tuple(getattr(input_ids, 'shape', ()))}")
-        B, C, T = input_ids.shape
-        for name, tensor in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
-            if tensor is not None and tensor.shape != input_ids.shape:
-                raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {(B, C, T)}")
-        ids, types, mask = (None if t is None else t.reshape(B * C, T)  # (B * C, T)
-                            for t in (input_ids, token_type_ids, attention_mask))
+        B, C, (ids, types, mask) = flatten_choices(input_ids, token_type_ids, attention_mask)  # (B * C, T) each
         at = None if output_hidden_states or output_attentions else self.sequence_summary.positions(ids)
         out = self.roformer(ids, types, mask, output_hidden_states, output_attentions, at)
         logits = self.classifier(self.sequence_summary(out.last_hidden_state)).view(B, C)  # (B, C)

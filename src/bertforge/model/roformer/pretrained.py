@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bertforge.model.pretrained import BertPreTrainedModel
+from bertforge.model.pretrained import BertPreTrainedModel, EncoderAsBert
 from bertforge.model.roformer.config import RoFormerConfig
 
 TABLE = "encoder.embed_positions.weight"  # the sinusoid table (model/roformer/attention.py)
@@ -27,13 +27,9 @@ class RoFormerPreTrainedModel(BertPreTrainedModel):
         return with_table(self, state)
 
 
-class RoFormerHeadModel(RoFormerPreTrainedModel):
+class RoFormerHeadModel(EncoderAsBert, RoFormerPreTrainedModel):
     """Base of the head models. A head whose layers are BERT's inherits its BERT class's forward, which reads the
-    encoder as ``self.bert``: here that is ``self.roformer``, transformers' name (and so the weights')."""
-
-    @property
-    def bert(self):
-        return self.roformer
+    encoder as ``self.bert``: here that is ``self.roformer``."""
 
 
 def with_table(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

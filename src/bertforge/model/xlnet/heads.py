@@ -19,7 +19,7 @@ from torch import nn
 
 from bertforge.errors import UsageError
 from bertforge.model.dropout import Dropout
-from bertforge.model.heads import BertForSequenceClassification, LabelMaps, check_class_ids, resolve_labels
+from bertforge.model.heads import LabelMaps, SequenceLoss, check_class_ids, resolve_labels
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput,
                                      SequenceClassifierOutput, TokenClassifierOutput)
 from bertforge.model.xlnet.config import XLNetConfig
@@ -72,12 +72,8 @@ class XLNetLabelledModel(LabelMaps, XLNetPreTrainedModel):
     num_labels: int
 
 
-class XLNetForSequenceClassification(XLNetLabelledModel):
+class XLNetForSequenceClassification(SequenceLoss, XLNetLabelledModel):
     """sequence_summary -> logits_proj; cross-entropy, MSE (num_labels == 1) or BCE, as for BERT."""
-
-    # The same problem-type guess and losses as the BERT head (config.extra["problem_type"] wins).
-    problem_type = BertForSequenceClassification.problem_type
-    _loss = BertForSequenceClassification._loss
 
     def __init__(self, config: XLNetConfig):
         super().__init__(config)
