@@ -131,6 +131,9 @@ def elmo(args) -> None:
 
     B, T, V = 32, 128, args.vocab
     torch.manual_seed(0)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    peak = 2 * 2048 ** 3 / timed(lambda: a @ b, 2, 10)
+    print(f"\n3. ELMo. This machine's fp32 matrix product, 2048 x 2048 x 2048: {peak / 1e9:,.0f} GFLOP/s")
     for preset in ("tiny", "mini"):
         model = ElmoPieceLM(preset_config("elmo", preset), [f"p{i}" for i in range(V)])
         ids = torch.randint(5, V, (B, T))
@@ -146,9 +149,51 @@ def elmo(args) -> None:
         before = ""
         if (V, args.threads) == (8000, 2):
             before = f" (before: {ELMO_BEFORE[preset]:,}, {B * T / s / ELMO_BEFORE[preset]:.2f}x)"
-        print(f"\n3. ELMo ({preset}: projection {model.config.projection_dim}, cells {model.config.lstm_dim}), "
+        print(f"\n   {preset} (projection {model.config.projection_dim}, cells {model.config.lstm_dim}), "
               f"{B} x {T}: training step {s * 1000:,.0f} ms, {B * T / s:,.0f} tokens/s{before}, "
               f"biLM forward {B * T / f:,.0f} tokens/s")
+        calls = dense_calls(train_step(model, optimizer, loss))
+        floor = timed(lambda: replay(calls), 1, args.steps)
+        gflop = sum(flops for *_, flops in calls) / 1e9
+        goal = 3 * ELMO_BEFORE[preset] if (V, args.threads) == (8000, 2) else None
+        print(f"   its matrix products and convolutions alone ({len(calls):,} calls, {gflop:,.1f} GFLOP), replayed "
+              f"at their own shapes: {floor * 1000:,.0f} ms, {gflop / floor:,.0f} GFLOP/s; so at most "
+              f"{B * T / floor:,.0f} tokens/s with nothing else in the step"
+              + (f" (the 3x goal: {goal:,})" if goal else "") + f"; the step spends {floor / s:.0%} of its time in them."
+              f"\n   Those FLOPs at the 2048-cube rate: {gflop * 1e9 / peak * 1000:,.0f} ms, at most "
+              f"{B * T * peak / (gflop * 1e9):,.0f} tokens/s")
+
+
+DENSE = {"mm", "addmm", "bmm", "baddbmm", "convolution", "convolution_backward"}
+
+
+def dense_calls(step) -> list[tuple]:
+    """The matrix products and convolutions one call of ``step`` runs: (op, args, kwargs, FLOPs), the tensors
+    copied, so that ``replay`` runs the same kernels on the same shapes with nothing between them."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func.overloadpacket.__name__ in DENSE:
+                copy = lambda x: x.detach().clone() if isinstance(x, torch.Tensor) else x  # noqa: E731
+                with FlopCounterMode(display=False) as counter:
+                    func(*args, **kwargs)
+                calls.append((func, [copy(a) for a in args], {k: copy(v) for k, v in kwargs.items()},
+                              counter.get_total_flops()))
+            return func(*args, **kwargs)
+
+    with Record():
+        step()
+    return calls
+
+
+def replay(calls: list[tuple]) -> None:
+    for func, args, kwargs, _ in calls:
+        func(*args, **kwargs)
 
 
 def main() -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bertforge.cli import main, parse_command_line
+from bertforge.cli import parse_command_line
 from bertforge.options import from_namespace
 from bertforge.recipe_files import RECIPE_FILE, read_recipe, recipe_of
+from in_process import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -35,17 +36,6 @@ def settings_of(argv: list[str]):
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --- precedence ----------------------------------------------------------------------------------

@@ -13,24 +13,13 @@ import pytest
 from scipy import stats
 from sklearn import metrics as sk
 
-from bertforge.cli import main
 from bertforge.data.readers import read_glue
 from tests.glue.files import NLI2, NLI3, build_glue
-
-
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from in_process import cli
 
 
 def _glue(capsys, data, model, out, *flags):
-    return _cli(capsys, "glue", "--data", data, "--model", model, "--out", out, "--no-progress", *flags)
+    return cli(capsys, "glue", "--data", data, "--model", model, "--out", out, "--no-progress", *flags)
 
 
 def _gold(glue: Path, task: str, name: str) -> list:
@@ -153,7 +142,7 @@ def test_glue_mnli_and_finetune_give_the_same_model_and_dev_accuracy(tmp_path, t
     settings = ["--seeds", "3,", "--set", "mnli.epochs=2", "mnli.lr=2e-4", "mnli.batch_size=8", "mnli.max_length=32"]
     code, _, err = _glue(capsys, glue, tiny_bert, tmp_path / "glue-run", "--tasks", "mnli", *settings)
     assert code == 0, err
-    code, _, err = _cli(capsys, "finetune", "--task", "classify", "--format", "glue:mnli", "--model", tiny_bert,
+    code, _, err = cli(capsys, "finetune", "--task", "classify", "--format", "glue:mnli", "--model", tiny_bert,
                         "--train", glue / "MNLI" / "train.tsv", "--dev", glue / "MNLI" / "dev_matched.tsv",
                         "--out", tmp_path / "finetune-run", "--seeds", "3", "--epochs", "2", "--lr", "2e-4",
                         "--batch-size", "8", "--max-length", "32", "--no-progress")
@@ -217,7 +206,7 @@ def test_real_snli_in_mnli_layout_gives_finetunes_dev_accuracy(tmp_path, fetched
     code, _, err = _glue(capsys, glue, minilm_dir, tmp_path / "glue-run", "--tasks", "mnli", "--seeds", "1,",
                          "--set", "mnli.epochs=1", "mnli.lr=1e-4", "mnli.max_length=64")
     assert code == 0, err
-    code, _, err = _cli(capsys, "finetune", "--task", "classify", "--format", "glue:mnli", "--model", minilm_dir,
+    code, _, err = cli(capsys, "finetune", "--task", "classify", "--format", "glue:mnli", "--model", minilm_dir,
                         "--train", glue / "MNLI" / "train.tsv", "--dev", glue / "MNLI" / "dev_matched.tsv",
                         "--out", tmp_path / "finetune-run", "--seeds", "1", "--epochs", "1", "--lr", "1e-4",
                         "--batch-size", "16", "--max-length", "64", "--no-progress")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from bertforge.cli import main
 from bertforge.config import BertConfig
 from bertforge.errors import CheckpointError, ConfigError, PathError
 from bertforge.io import google_bert, tf_checkpoint as tfc
@@ -23,6 +22,7 @@ from bertforge.io.tf_checkpoint import (TFCheckpoint, crc32c, mask_crc, read_tf_
 from bertforge.io.weights import read_state_dict
 from bertforge.model import (BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel)
+from in_process import cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TF_BERT = FIXTURES / "tf_bert"
@@ -377,15 +377,6 @@ def test_missing_index(tmp_path):
 
 
 # --- the command line ----------------------------------------------------------------------------
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_converts_both_ways(tmp_path, capsys, expected):

@@ -67,3 +67,21 @@ def test_attention_with_dropout_is_the_dropped_probabilities(causal):
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=full)  # with no element dropped
     assert (scaled_dot_product_attention(q, k, v, mask, dropout_p=1e-9, is_causal=causal) - reference
             ).abs().max() < 1e-6
+
+
+def test_the_pretraining_forward_compiles_as_one_graph_with_dropout_on():
+    """Under torch.compile dropout is torch's own (the CPU mask's ``random_`` cannot be traced) and the masked
+    positions, host work of a data-dependent size, are left out of the trace cleanly: no graph breaks."""
+    from bertforge.model import BertForPreTraining
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, max_position_embeddings=64)).train()
+    ids = torch.randint(5, 100, (4, 32))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3], labels[1:, 9] = 7, 8
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(ids, torch.zeros_like(ids), torch.ones_like(ids), labels=labels,
+                                             next_sentence_label=torch.zeros(4, dtype=torch.long))
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+    assert explained.graph_count == 1

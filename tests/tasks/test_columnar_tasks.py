@@ -194,6 +194,60 @@ def test_a_damaged_task_file_is_an_error_naming_it(tmp_path):
             TASKS[task].read(path, OPTS)
 
 
+
+PREDICTION_INPUTS = {  # family: (JSON lines, the same as columns in the family's or Hugging Face's names)
+    "classify": ([{"text": "a good film", "text_pair": "i liked it"}, {"text": "sad ending", "text_pair": "poor"}],
+                 {"premise": ["a good film", "sad ending"], "hypothesis": ["i liked it", "poor"],
+                  "label": [0, 2]}),
+    "tag": ([{"words": ["Alice", "sees", "Bob"]}, {"words": ["Paris"]}],
+            {"tokens": [["Alice", "sees", "Bob"], ["Paris"]], "ner_tags": [[1, 0, 1], [3]]}),
+    "choice": ([{"context": "He sat.", "endings": [f"Then he {e}" for e in "abcd"]}],
+               {"sent1": ["He sat."], "sent2": ["Then he"], **{f"ending{i}": [e] for i, e in enumerate("abcd")}}),
+    "qa": ([{"question": "Who?", "context": "Alice did."}], {"question": ["Who?"], "context": ["Alice did."],
+                                                             "id": ["q1"]}),
+}
+
+
+@pytest.mark.parametrize("task", PREDICTION_INPUTS)
+def test_prediction_inputs_are_read_from_columns_as_from_json_lines(tmp_path, task):
+    """``predict --input`` (Task.read_inputs): a row is the JSON object of a line; the columns training reads
+    (SNLI, Hugging Face's tokens, SWAG) work too."""
+    lines, hf_columns = PREDICTION_INPUTS[task]
+    expected = without_ids(TASKS[task].read_inputs(jsonl(tmp_path / "in.jsonl", lines), OPTS))
+    own_columns = {name: [line[name] for line in lines] for name in lines[0]}
+    for columns in (own_columns, hf_columns):
+        forms = columnar_forms(tmp_path / str(len(columns)), "in", columns)
+        for name, form in forms.items():
+            got = TASKS[task].read_inputs(form, OPTS)
+            assert without_ids(got) == expected, name
+            assert name == "dataset" or [e.id for e in got][:1] == ["row-1"]
+
+
+def test_a_prediction_input_without_the_fields_names_the_row_and_the_columns(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"sentence": ["a", "b"]}), path)
+    with pytest.raises(DataFormatError, match=rf"^{path}, row 1: missing field 'text' \(fields: sentence\)"):
+        TASKS["classify"].read_inputs(path, OPTS)
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)
+    with pytest.raises(DataFormatError, match=rf"^{path}: no rows"):
+        TASKS["classify"].read_inputs(path, OPTS)
+
+
+def test_a_study_takes_datasets_folders_and_parquet_files(tmp_path):
+    """``ablate --corpus/--task`` take what pretrain and finetune take; a folder of several splits is refused."""
+    from bertforge.ablation.plan import Study
+    from bertforge.errors import PathError
+
+    datasets.Dataset.from_dict({"text": ["The cat sat."] * 4}).save_to_disk(str(tmp_path / "corpus"))
+    datasets.Dataset.from_dict(sentiment()).to_parquet(str(tmp_path / "train.parquet"))
+    datasets.Dataset.from_dict(sentiment()).save_to_disk(str(tmp_path / "dev"))
+    study = Study(corpus=[str(tmp_path / "corpus")], task=[f"sent=classify:{tmp_path}/train.parquet,{tmp_path}/dev"],
+                  out=str(tmp_path / "study"))
+    assert study.specs[0].dev == f"{tmp_path}/dev"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(sentiment())}).save_to_disk(str(tmp_path / "both"))
+    with pytest.raises(PathError, match="--corpus .*both: is a datasets folder of several splits"):
+        Study(corpus=[str(tmp_path / "both")], task=study.task, out=str(tmp_path / "study"))
+
 # --- the library's entry points take a Dataset ----------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -238,8 +292,8 @@ def test_finetune_and_evaluate_take_a_dataset_and_record_it(tiny_model, tmp_path
 
 
 @pytest.mark.slow
-def test_finetune_and_evaluate_read_parquet_and_datasets_folders_through_the_command_line(tiny_model, tmp_path,
-                                                                                          capsys):
+def test_finetune_evaluate_and_predict_read_parquet_and_datasets_folders_on_the_command_line(tiny_model, tmp_path,
+                                                                                             capsys):
     datasets.Dataset.from_dict(sentiment()).to_parquet(str(tmp_path / "train.parquet"))
     datasets.Dataset.from_dict(sentiment()).select(range(5)).save_to_disk(str(tmp_path / "dev"))
     with warnings.catch_warnings():
@@ -252,6 +306,12 @@ def test_finetune_and_evaluate_read_parquet_and_datasets_folders_through_the_com
     main(["evaluate", "--model", str(tmp_path / "ft" / "model"), "--data", str(tmp_path / "dev"), "--max-length", "32"])
     result = json.loads(capsys.readouterr().out)
     assert result["examples"] == 5 and result["data"] == str(tmp_path / "dev")
+    jsonl(tmp_path / "dev.jsonl", [{"text": t} for t in sentiment()["text"][:5]])
+    for source in ("dev", "dev.jsonl"):
+        main(["predict", "--model", str(tmp_path / "ft" / "model"), "--input", str(tmp_path / source),
+              "--output", str(tmp_path / f"{source}.out"), "--max-length", "32"])
+    predictions = (tmp_path / "dev.out").read_text().splitlines()
+    assert len(predictions) == 5 and predictions == (tmp_path / "dev.jsonl.out").read_text().splitlines()
 
 
 @pytest.mark.slow

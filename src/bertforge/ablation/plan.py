@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.config import PRESETS
-from bertforge.errors import UsageError, require_file
+from bertforge.data.columnar import require_source
+from bertforge.errors import UsageError
 from bertforge.options import check, option
 from bertforge.train.settings import REPORT_TO, check_report_to
 
@@ -135,7 +136,7 @@ class TaskSpec:
         if len(parts) > 3:
             raise UsageError(f"{spec!r} has {len(parts)} files; give train,dev[,test]", flag="--task")
         for p in parts:
-            require_file(p, flag="--task", what="data file")
+            require_source(p, flag="--task", what="data file")
         return cls(name, family, *parts)
 
 
@@ -192,7 +193,7 @@ class Study:
             raise UsageError(f"task names repeat: {', '.join(names)}", flag="--task")
         self.chosen = select_variants(self.variants, self.preset, self.arch)
         for path in self.corpus:
-            require_file(path, flag="--corpus", what="corpus file")
+            require_source(path, flag="--corpus", what="corpus file")
 
     @property
     def root(self) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertforge.data.columnar import require_source
+from bertforge.data.columnar import detect, require_source
 from bertforge.errors import PathError, UsageError, require_dir, require_file
 from bertforge.options import add_arguments, from_namespace
 from bertforge.recipe_files import add_config_argument
@@ -275,7 +275,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a fine-tuned model directory")
-    p.add_argument("--input", required=True, help="JSON lines with the task's fields, or plain text lines")
+    p.add_argument("--input", required=True, help="JSON lines with the task's fields, plain text lines, or "
+                   "Parquet / Arrow / a datasets folder whose columns are those fields (or the columns training "
+                   "reads: SNLI's premise and hypothesis, SWAG's, tokens)")
     p.add_argument("--output", required=True, help="one JSON line of predictions per input line")
     p.add_argument("--backend", default="torch", help="torch (default), or onnx / onnx-int8: ONNX Runtime on the "
                    "graphs `bertforge export onnx` wrote into --model (or --model/onnx)")
@@ -288,7 +290,8 @@ def _predict(args: argparse.Namespace) -> None:
     opts = _data_options(args)
     path = (model_dir(args.model) if check_backend(args.backend) == "torch"
             else find_export(args.model, args.backend, flag="--model"))
-    source = input_lines(args.input)
+    source = (require_source(args.input, flag="--input", what="input file") if detect(args.input)
+              else input_lines(args.input))  # columnar data: its reader says when it has no rows
     output = output_file(args.output, inputs=[args.model, path, source])
     from bertforge.inference import Predictor
 

@@ -24,7 +24,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """F.dropout(x, p, training), drawn cheaply on the CPU (see the module docstring)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or not x.dtype.is_floating_point or not 0.0 < p < 1.0:
+    if (x.device.type != "cpu" or not x.dtype.is_floating_point or not 0.0 < p < 1.0
+            or torch.compiler.is_compiling()):  # a compiled graph fuses torch's own dropout; random_ breaks it
         return F.dropout(x, p, training)
     return _CpuDropout.apply(x, p)
 
@@ -66,7 +67,7 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     and ``is_causal`` together; with dropout on the CPU the probabilities are computed here and dropped by
     ``dropout``. A query that may attend to nothing gets the mean of the values (F.sdpa's math path gives
     zeros): only padding rows are ever in that case."""
-    explicit = dropout_p > 0.0 and q.device.type == "cpu"
+    explicit = dropout_p > 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling()
     if is_causal and (attn_mask is not None or explicit):  # F.sdpa takes one or the other
         causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
         attn_mask, is_causal = (causal if attn_mask is None else attn_mask & causal), False

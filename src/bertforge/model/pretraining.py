@@ -96,6 +96,7 @@ class BertForPreTraining(BertPreTrainedModel):
                                  out.hidden_states, out.attentions)
 
 
+@torch.compiler.disable  # host work of a data-dependent size: one clean graph break, not a failed trace of numpy
 def labelled_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``labelled_positions`` and the (N,) flat indices of the labelled entries of its (B, S) labels, worked out
     on the host copy of ``labels`` when there is one (``unpadded.to_device``): a training step then never

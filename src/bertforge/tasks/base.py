@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertforge.errors import DataFormatError, require_file
+from bertforge.data import columnar
+from bertforge.errors import DataFormatError
 from bertforge.io.jsonl import read_lines
 from bertforge.tasks.features import Feature
 from bertforge.data.options import DataOptions
@@ -46,10 +47,13 @@ class Task:
         raise NotImplementedError
 
     def read_inputs(self, path: str | Path, opts: DataOptions) -> list:
-        """Unlabelled examples, one per line: a JSON object with the task's fields, or plain text."""
+        """Unlabelled examples: one per line of a text file (a JSON object with the task's fields, or plain text),
+        or one per row of columnar data (Parquet, Arrow, a datasets folder), whose columns are those fields."""
         import json
 
-        require_file(path, setting="input", what="input file")
+        path = columnar.require_source(path, setting="input", what="input file")
+        if columnar.detect(path):
+            return self._columnar_inputs(path, opts)
         examples = []
         for lineno, line in read_lines(path, opts.encoding):
             line = line.rstrip("\r\n")
@@ -66,6 +70,20 @@ class Task:
         if not examples:
             raise DataFormatError("no input lines", path=path)
         return examples
+
+    def _columnar_inputs(self, path: str | Path, opts: DataOptions) -> list:
+        """A row is read as the JSON object of a line would be; errors name the row."""
+        table = columnar.open_columnar(path)
+        examples = [self.input_example(self.input_record(record, opts), "", f"row-{row}", path, row, opts)
+                    for row, record in table.rows([], optional=table.columns)]
+        if not examples:
+            raise DataFormatError("no rows", path=path)
+        return examples
+
+    def input_record(self, record: dict, opts: DataOptions) -> dict:
+        """A columnar row as the JSON object ``input_example`` reads; a family maps Hugging Face's column names
+        (the ones its training reader takes) to its own fields here."""
+        return record
 
     def input_example(self, record: dict | None, line: str, key: str, path: str | Path, lineno: int,
                       opts: DataOptions):

@@ -58,6 +58,13 @@ class ChoiceTask(Task):
                                   hint="use swag")
         return readers.read_swag(path, opts.encoding)
 
+    def input_record(self, record, opts):
+        """SWAG's columns (as training reads them) when there are no context and endings columns."""
+        if "endings" in record or not set(readers.SWAG_FIELDS) <= record.keys():
+            return record
+        start = record["sent2"]
+        return {"context": record["sent1"], "endings": [f"{start} {record[name]}" for name in readers.SWAG_ENDINGS]}
+
     def input_example(self, record, line, key, path, lineno, opts):
         endings = self.field(record, "endings", path, lineno, list)
         if not endings or not all(isinstance(e, str) for e in endings):

@@ -108,6 +108,12 @@ class ClassifyTask(Task):
     def describes(self, settings):
         return settings.get("problem_type") != REGRESSION
 
+    def input_record(self, record, opts):
+        """SNLI's premise and hypothesis (as training reads them) when the text fields are not columns."""
+        if opts.text_field not in record and {"premise", "hypothesis"} <= record.keys():
+            return {opts.text_field: record["premise"], opts.text_pair_field or "text_pair": record["hypothesis"]}
+        return record
+
     def input_example(self, record, line, key, path, lineno, opts):
         if record is None:
             return TextExample(line, None, None, key)
