@@ -178,3 +178,24 @@ def test_bad_inputs_are_clear_errors(make, message):
 def test_hidden_size_must_divide_by_heads():
     with pytest.raises(ConfigError, match="divisible"):
         BertModel(BertConfig(hidden_size=130, num_attention_heads=4))
+
+
+@pytest.mark.parametrize("family", ["bert", "roformer"])
+def test_pretraining_losses_are_the_same_when_hidden_states_or_attentions_are_asked_for(family):
+    """Asking for them runs the last layer at every position instead of the labelled ones alone."""
+    from bertforge.model.registry import PRETRAINING, get_family
+
+    registered = get_family(family)
+    torch.manual_seed(0)
+    model = registered.heads[PRETRAINING](registered.preset("tiny", vocab_size=120,
+                                                               max_position_embeddings=64)).eval()
+    ids = torch.randint(5, 120, (2, 12))
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[1, 5], labels[1, 9] = 7, 8, 9
+    nsp = torch.tensor([0, 1])
+    plain = model(ids, labels=labels, next_sentence_label=nsp)
+    for asked in ({"output_hidden_states": True}, {"output_attentions": True}):
+        out = model(ids, labels=labels, next_sentence_label=nsp, **asked)
+        assert torch.allclose(out.loss, plain.loss, atol=1e-6)
+        assert torch.allclose(out.mlm_loss, plain.mlm_loss, atol=1e-6)
+        assert out.prediction_logits.shape == plain.prediction_logits.shape == (3, 120)

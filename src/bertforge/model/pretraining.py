@@ -75,6 +75,7 @@ class BertForPreTraining(BertPreTrainedModel):
         if labels is None or output_hidden_states or output_attentions:
             out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
             hidden = out.last_hidden_state
+            rows = None if labels is None else labelled_flat_rows(labels)
         else:
             positions, labels, rows = labelled_rows(labels)  # (B, S), [CLS] first; labels now (B, S)
             out = self.bert(input_ids, token_type_ids, attention_mask, output_positions=positions)
@@ -105,6 +106,12 @@ def labelled_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return tuple(torch.from_numpy(a).to(labels.device, non_blocking=True) for a in (positions, selected, rows))
 
 
+def labelled_flat_rows(labels: torch.Tensor) -> torch.Tensor:
+    """The (N,) flat indices of the labelled entries of (B, T) ``labels``, from their host copy when there is one."""
+    rows = torch.from_numpy(np.flatnonzero(host_values(labels, read=True) != IGNORE_INDEX))
+    return rows.to(labels.device, non_blocking=True)
+
+
 def masked_lm(encoder: nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor,
               token_type_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, labels: torch.Tensor | None,
               output_hidden_states: bool, output_attentions: bool) -> MaskedLMOutput:
@@ -121,9 +128,7 @@ def masked_lm(encoder: nn.Module, logits_of: Callable[[torch.Tensor], torch.Tens
     if labels is None or output_hidden_states or output_attentions:
         out = encoder(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
         hidden, selected = out.last_hidden_state, labels  # (B, T, H)
-        if labels is not None:
-            rows = torch.from_numpy(np.flatnonzero(host_values(labels, read=True) != IGNORE_INDEX))
-            rows = rows.to(labels.device, non_blocking=True)
+        rows = None if labels is None else labelled_flat_rows(labels)
     else:
         positions, selected, rows = labelled_rows(labels)  # (B, S) positions and labels, (N,) flat rows
         out = encoder(input_ids, token_type_ids, attention_mask, output_positions=positions)
