@@ -112,7 +112,7 @@ class ModernBertModel(ModernBertPreTrainedModel):
         B, T = input_ids.shape
         layout = None
         if not (output_hidden_states or output_attentions or position_ids is not None):
-            layout = self._layout(attention_mask, B, T, input_ids.device, read)
+            layout = self._layout(attention_mask, T, input_ids.device, read)
         if layout is not None:
             positions = layout.indices % layout.width  # (N,) each token's position in its sequence
             x = self.embeddings(unpad_input(input_ids, layout.indices))  # (N, H)
@@ -150,7 +150,7 @@ class ModernBertModel(ModernBertPreTrainedModel):
         window = window_mask(T, self.config.sliding_window, device)[None, None]  # (1, 1, T, T)
         return {True: keys, False: window if keys is None else keys & window}
 
-    def _layout(self, attention_mask: torch.Tensor | None, B: int, T: int, device: torch.device, read: bool
+    def _layout(self, attention_mask: torch.Tensor | None, T: int, device: torch.device, read: bool
                 ) -> Unpadded | None:
         """The unpadded layout of a right-padded batch with at least ``unpad_threshold`` padding, else None.
         Row lengths come from host values (``unpadded.host_values``): a training step never waits for them."""
