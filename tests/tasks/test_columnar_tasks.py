@@ -225,12 +225,29 @@ def test_prediction_inputs_are_read_from_columns_as_from_json_lines(tmp_path, ta
 
 def test_a_prediction_input_without_the_fields_names_the_row_and_the_columns(tmp_path):
     path = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"sentence": ["a", "b"]}), path)
-    with pytest.raises(DataFormatError, match=rf"^{path}, row 1: missing field 'text' \(fields: sentence\)"):
+    pq.write_table(pa.table({"sentence": ["a", "b"], "words": [["a"], ["b"]]}), path)
+    with pytest.raises(DataFormatError, match=rf"^{path}, row 1: no column 'text' \(its columns: sentence, words\)"):
+        TASKS["classify"].read_inputs(path, OPTS)
+    pq.write_table(pa.table({"text": ["a", None]}), path)
+    with pytest.raises(DataFormatError, match=rf"^{path}, row 2: field 'text' should be str, got NoneType"):
         TASKS["classify"].read_inputs(path, OPTS)
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)
     with pytest.raises(DataFormatError, match=rf"^{path}: no rows"):
         TASKS["classify"].read_inputs(path, OPTS)
+
+
+def test_a_prediction_input_decodes_only_the_columns_its_task_reads(tmp_path, monkeypatch):
+    """A table's other columns (SQuAD's answers, a label, an id) are never decoded for ``predict``."""
+    from bertforge.data import columnar
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "label": ["x", "y"], "idx": [0, 1]}), path)
+    decoded = []
+    rows = columnar.Columnar.rows
+    monkeypatch.setattr(columnar.Columnar, "rows", lambda self, columns, optional=(), hint=None:
+                        decoded.append(sorted(optional)) or rows(self, columns, optional, hint))
+    assert [e.text for e in TASKS["classify"].read_inputs(path, OPTS)] == ["a", "b"]
+    assert decoded == [["text"]]
 
 
 def test_a_study_takes_datasets_folders_and_parquet_files(tmp_path):

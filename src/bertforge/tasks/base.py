@@ -72,13 +72,27 @@ class Task:
         return examples
 
     def _columnar_inputs(self, path: str | Path, opts: DataOptions) -> list:
-        """A row is read as the JSON object of a line would be; errors name the row."""
+        """A row is read as the JSON object of a line would be, from the columns the task may read only (a
+        table's other columns, SQuAD's answers say, are never decoded); errors name the row."""
         table = columnar.open_columnar(path)
-        examples = [self.input_example(self.input_record(record, opts), "", f"row-{row}", path, row, opts)
-                    for row, record in table.rows([], optional=table.columns)]
+        wanted = self.input_columns(opts)
+        examples = []
+        for row, record in table.rows([], optional=[c for c in table.columns if c in wanted]):
+            try:
+                examples.append(self.input_example(self.input_record(record, opts), "", f"row-{row}", path, row,
+                                                   opts))
+            except DataFormatError as e:
+                if e.field is None or e.field in table.columns:
+                    raise
+                raise DataFormatError(f"no column {e.field!r} (its columns: {', '.join(table.columns)})",
+                                      path=path, line=row, field=e.field) from None
         if not examples:
             raise DataFormatError("no rows", path=path)
         return examples
+
+    def input_columns(self, opts: DataOptions) -> set[str]:
+        """The columns of a table that ``input_record`` and ``input_example`` may read."""
+        return set(self.input_fields)
 
     def input_record(self, record: dict, opts: DataOptions) -> dict:
         """A columnar row as the JSON object ``input_example`` reads; a family maps Hugging Face's column names

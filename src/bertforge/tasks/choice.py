@@ -58,6 +58,9 @@ class ChoiceTask(Task):
                                   hint="use swag")
         return readers.read_swag(path, opts.encoding)
 
+    def input_columns(self, opts):
+        return {*self.input_fields, *readers.SWAG_FIELDS}
+
     def input_record(self, record, opts):
         """SWAG's columns (as training reads them) when there are no context and endings columns."""
         if "endings" in record or not set(readers.SWAG_FIELDS) <= record.keys():

@@ -108,6 +108,9 @@ class ClassifyTask(Task):
     def describes(self, settings):
         return settings.get("problem_type") != REGRESSION
 
+    def input_columns(self, opts):
+        return {opts.text_field, opts.text_pair_field or "text_pair", "premise", "hypothesis"}
+
     def input_record(self, record, opts):
         """SNLI's premise and hypothesis (as training reads them) when the text fields are not columns."""
         if opts.text_field not in record and {"premise", "hypothesis"} <= record.keys():

@@ -249,6 +249,9 @@ class TagTask(Task):
         raise DataFormatError(f"format {fmt!r} is not a tagging format", path=path,
                               hint="use conll, peoples-daily or jsonl")
 
+    def input_columns(self, opts):
+        return {"words", "tokens"}
+
     def input_record(self, record, opts):
         """Hugging Face's ``tokens`` column when there is no ``words`` one, as training reads it."""
         return {**record, "words": record["tokens"]} if "words" not in record and "tokens" in record else record
