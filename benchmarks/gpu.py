@@ -44,13 +44,6 @@ PARTS = ("pretrain", "finetune", "encode", "sync", "ddp")
 # --- the machine ----------------------------------------------------------------------------------------------
 
 
-def is_sync_warning(w: warnings.WarningMessage) -> bool:
-    """A warning from CUDA's sync checker about a synchronising call, not the checker's own notice that it is a
-    prototype (torch >= 2.11 issues that one when the mode is switched on, and it names "synchronization" too)."""
-    text = str(w.message).lower()
-    return "synchroniz" in text and "prototype feature" not in text
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -345,11 +338,13 @@ def part_sync(args, device, peak, results) -> None:
     if device.type != "cuda":
         print("  CUDA only (on CPU: tests/train/test_sync_free.py counts host reads)")
         return
+    from bertforge.train.runtime import host_synchronisations
+
     config = configs(args)
     extra = {"id2label": {"0": "a", "1": "b", "2": "c"}}
     cases = [("pre-training (MLM + NSP, full rows)", "BertForPreTraining", {}, ("mlm", "nsp"),
               pretraining_batches(config, 8, 128, 4), pretraining_loss, pretraining_counts),
-             ("fine-tuning (SNLI lengths: unpadded)", "BertForSequenceClassification", extra, ("loss",),
+             ("fine-tuning (SNLI lengths, padded)", "BertForSequenceClassification", extra, ("loss",),
               classification_batches(config, snli_lengths(args), 32, 4), lambda net, b: {"loss": net(**b).loss},
               lambda b: {"loss": len(b["labels"])})]
     results["sync"] = {}
@@ -358,15 +353,9 @@ def part_sync(args, device, peak, results) -> None:
         stepper = stepper_for(ours, device, False, names)
         stepper.step([batches[0]], loss_fn, counts_fn)  # first step: lazy optimizer state, warm-up
         sync(device)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                for b in batches[1:]:
-                    stepper.step([b], loss_fn, counts_fn)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        found = [str(w.message).splitlines()[0] for w in caught if is_sync_warning(w)]
+        with host_synchronisations() as found:
+            for b in batches[1:]:
+                stepper.step([b], loss_fn, counts_fn)
         print(f"  {name:<38} {len(found)} synchronising calls in {len(batches) - 1} steps" +
               "".join(f"\n    {m}" for m in sorted(set(found))[:10]))
         results["sync"][name] = {"steps": len(batches) - 1, "synchronisations": len(found),

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -24,17 +23,10 @@ from bertforge.inference import encode
 from bertforge.model import BertForSequenceClassification, BertModel
 from bertforge.model import unpadded
 from bertforge.train.optim import build_optimizer
-from bertforge.train.runtime import Runtime, Stepper
+from bertforge.train.runtime import Runtime, Stepper, host_synchronisations
 from bertforge.train.schedule import build_schedule
 from bertforge.vocab import train_vocab
 
-
-
-def is_sync_warning(w: warnings.WarningMessage) -> bool:
-    """A warning from CUDA's sync checker about a synchronising call, not the checker's own notice that it is a
-    prototype (torch >= 2.11 issues that one when the mode is switched on, and it names "synchronization" too)."""
-    text = str(w.message).lower()
-    return "synchroniz" in text and "prototype feature" not in text
 
 
 def _device() -> torch.device | None:
@@ -210,24 +202,21 @@ def test_a_non_finite_step_is_skipped_on_the_device():
 
 
 @cuda_only
+@pytest.mark.parametrize("unpad_threshold", [None, 0.0], ids=["device-default", "unpadded"])
 @pytest.mark.parametrize("amp", ["off", "bf16"])
-def test_a_training_step_never_waits_for_the_device(amp):
-    """CUDA's own sync checker (torch.cuda.set_sync_debug_mode) over fine-tuning steps on padded batches (the
-    unpadded path, which reads row lengths from host copies), after a first step that builds the state."""
+def test_a_training_step_never_waits_for_the_device(amp, unpad_threshold):
+    """CUDA's own sync checker (torch.cuda.set_sync_debug_mode) over fine-tuning steps on padded batches, on the
+    device's default path (padded on a GPU) and the unpadded one (which reads row lengths from host copies), after
+    a first step that builds the state."""
     torch.manual_seed(0)
     model = BertForSequenceClassification(config(extra=LABELS)).to(DEVICE).train()
+    model.bert.unpad_threshold = unpad_threshold
     s = stepper(model, amp)
     s.step([BATCHES[0]], loss_fn, counts_fn)
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            for b in BATCHES[1:]:
-                s.step([b], loss_fn, counts_fn)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    synced = [str(w.message) for w in caught if is_sync_warning(w)]
+    with host_synchronisations() as synced:
+        for b in BATCHES[1:]:
+            s.step([b], loss_fn, counts_fn)
     assert not synced, synced
     assert np.isfinite(s.read()["loss"])
 

@@ -7,6 +7,7 @@ no tensor is free to read, and every call that would copy a device value to the 
 (``Stepper.read``) happen every ``--log-every`` steps and are not part of a step.
 """
 
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,7 +20,7 @@ from bertforge.model import BertForSequenceClassification
 from bertforge.model import unpadded
 from bertforge.objectives import MaskedLM, MaskedLMWithNSP, MaskingSettings
 from bertforge.train.optim import build_optimizer
-from bertforge.train.runtime import Runtime, Stepper
+from bertforge.train.runtime import Runtime, Stepper, host_synchronisations
 from bertforge.train.schedule import build_schedule
 
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu")
@@ -139,3 +140,20 @@ def test_finetuning_batches_are_random_by_default_and_fixed_by_seed_and_epoch():
     grouped = bucketed_batches(lengths, 32, shuffle=True, seed=1, epoch=0, chunk_batches=GROUP_CHUNK_BATCHES)
     spread = lambda bs: np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs])
     assert spread(grouped) < spread(random_batches(1000, 32, seed=1, epoch=0)) / 5
+
+
+def test_host_synchronisations_keeps_the_checkers_warnings_but_not_its_prototype_notice(monkeypatch):
+    """What tests/test_cuda.py and benchmarks/gpu.py count on a GPU: CUDA's sync checker is switched on for the
+    block and off after it, even when the block fails; its notice that it is a prototype (torch >= 2.11, which
+    names "synchronization" too) and unrelated warnings are not synchronisations."""
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    with host_synchronisations() as found:
+        warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect all "
+                      "synchronizing operations")
+        warnings.warn("called a synchronizing CUDA operation\n  File ...")
+        warnings.warn("an unrelated warning")
+    assert found == ["called a synchronizing CUDA operation"] and modes == ["warn", "default"]
+    with pytest.raises(KeyError), host_synchronisations():
+        raise KeyError
+    assert modes[-1] == "default"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,6 +28,25 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bertforge.errors import BertforgeError
 from bertforge.model.unpadded import to_device
+
+
+@contextmanager
+def host_synchronisations() -> Iterator[list[str]]:
+    """The first lines of CUDA's sync-checker warnings (torch.cuda.set_sync_debug_mode) raised inside the block:
+    each is a call that made the host wait for the device. The checker's own notice that it is a prototype
+    (torch >= 2.11, naming "synchronization" too) is not one of them."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        text = str(w.message)
+        if "synchroniz" in text.lower() and "prototype feature" not in text.lower():
+            found.append(text.splitlines()[0])
 
 
 class Diverged(BertforgeError, RuntimeError):
