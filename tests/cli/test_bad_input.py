@@ -258,6 +258,10 @@ CASES = [
       ("{bad_weights_model}/model.safetensors",)),
     # --- encode --------------------------------------------------------------------------------
     C("encode-input-empty", encode({"--input": "{empty_txt}"}), "empty_txt", ("{empty_txt}",)),
+    C("encode-input-parquet-without-text-column", encode({"--input": "{no_text_parquet}"}), "no_text_parquet",
+      ("{no_text_parquet}", "no column 'text'", "sentence, label", "--text-field")),
+    C("encode-input-parquet-cut-short", encode({"--input": "{cut_parquet}"}), "cut_parquet",
+      ("{cut_parquet}", "damaged or cut short")),
     C("encode-input-is-a-directory", encode({"--input": "{corpus_dir}"}), "corpus_dir", ("--input", "{corpus_dir}")),
     C("encode-input-missing", encode({"--input": "{tmp}/missing.txt"}), None, ("--input", "missing.txt")),
     C("encode-input-not-utf8", encode({"--input": "{latin1_txt}"}), "latin1_txt", (AtLine("{latin1_txt}", 2),)),

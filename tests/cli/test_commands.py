@@ -86,6 +86,27 @@ def test_encode_prints_one_json_vector_per_line_equal_to_the_library(cli_inputs,
     assert not np.allclose(written, encode(model, tok, texts, pooling="mean").numpy(), atol=1e-3)  # really cut
 
 
+def test_encode_reads_a_tables_text_column_as_lines(cli_inputs, tmp_path):
+    """Parquet and a datasets folder give the vectors of the same texts as lines; a null row encodes as an empty
+    line does, so the output keeps one vector per row."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model_dir, lines = cli_inputs["base_model"], cli_inputs["lines_txt"]
+    texts = lines.read_text().splitlines()
+    (tmp_path / "in.txt").write_text("\n".join([*texts, ""]) + "\n")
+    bertforge("encode", "--model", model_dir, "--input", tmp_path / "in.txt", "--output", tmp_path / "lines.jsonl")
+    expected = jsonl(tmp_path / "lines.jsonl")
+    assert len(expected) == 4
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "sentence": [*texts, None]}), tmp_path / "in.parquet")
+    datasets.Dataset.from_dict({"sentence": [*texts, None]}).save_to_disk(str(tmp_path / "folder"))
+    for source in ("in.parquet", "folder"):
+        bertforge("encode", "--model", model_dir, "--input", tmp_path / source, "--text-field", "sentence",
+                  "--output", tmp_path / f"{source}.jsonl")
+        assert jsonl(tmp_path / f"{source}.jsonl") == expected, source
+
+
 def test_fill_mask_prints_the_heads_guesses(pretrain_runs, cli_inputs):
     from bertforge.inference import fill_mask
     from bertforge.model import BertForPreTraining

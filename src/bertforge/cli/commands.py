@@ -301,7 +301,10 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (transformers layout)")
-    p.add_argument("--input", required=True, help="text file, one input per line")
+    p.add_argument("--input", required=True, help="text file, one input per line; or Parquet / Arrow / a datasets "
+                   "folder, one input per row (a null encodes as an empty line does)")
+    p.add_argument("--text-field", default="text", help="the column that holds the text, for columnar input "
+                   "(default: text)")
     p.add_argument("--output", default="-", help="output file (default: stdout)")
     p.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean", help="default: mean")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
@@ -341,7 +344,9 @@ def _positions(source, command: str) -> int:
 def _encode(args: argparse.Namespace) -> None:
     if args.max_length is not None and args.max_length < 2:
         raise UsageError(f"must be >= 2, got {args.max_length}", flag="--max-length")
-    path, source = model_dir(args.model), input_lines(args.input)
+    path = model_dir(args.model)
+    source = (require_source(args.input, flag="--input", what="input file") if detect(args.input)
+              else input_lines(args.input))
     output = output_file(args.output, inputs=[path, source]) if args.output != "-" else None
     from bertforge.model.registry import ENCODE, ENCODER
 
@@ -355,9 +360,8 @@ def _encode(args: argparse.Namespace) -> None:
 
     from bertforge.inference import encode
     from bertforge.io.atomic import atomic_path
-    from bertforge.io.jsonl import read_lines
 
-    texts = [line.rstrip("\r\n") for _, line in read_lines(source)]
+    texts = _encode_inputs(source, args.text_field)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # only a pooler can be missing (the encoder's absence is an error): checked
         model = model_source.family.heads[ENCODER].from_pretrained(path)  # by encode() when pooling reads it
@@ -369,6 +373,24 @@ def _encode(args: argparse.Namespace) -> None:
         return
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.writelines(lines)
+
+
+def _encode_inputs(source, text_field: str) -> list[str]:
+    """The texts to encode: every line of a text file, or the text column of every row of a table."""
+    if not detect(source):
+        from bertforge.io.jsonl import read_lines
+
+        return [line.rstrip("\r\n") for _, line in read_lines(source)]
+    from bertforge.data.columnar import open_columnar
+    from bertforge.data.corpus import TEXT_FIELD_HINT
+    from bertforge.errors import DataFormatError
+
+    table = open_columnar(source)
+    table.require_text(text_field, hint=TEXT_FIELD_HINT)
+    texts = [record[text_field] or "" for _, record in table.rows([text_field])]
+    if not texts:
+        raise DataFormatError("no rows", path=source)
+    return texts
 
 
 def _fill_mask_arguments(p: argparse.ArgumentParser) -> None:
