@@ -11,7 +11,8 @@ that holds a small BERT at the unigram stage?" (docs/recipes.md).
   ``SCALE``, default 0.03, about the size of BERT's initial embeddings) instead of N(0, 0.02).
 - ``rotary``: RoFormer's positions: no position table (zeroed and frozen), queries and keys rotated by their
   positions (base ``THETA``, default 10,000, as ModernBERT's local layers) in every self-attention layer. The
-  padded attention path is forced (the patch does not reach the packed one); the results are the same.
+  padded attention path is forced (the patch does not reach the packed one); the results are the same. With
+  ``--objective electra`` both the generator and the discriminator are patched.
 Without VARIANT the script is plain ``bertforge``.
 """
 
@@ -105,6 +106,21 @@ def patch() -> None:
             return model
 
         mlm.MaskedLM.build_model = build_rotary
+
+        from bertforge.objectives import electra
+        build_pair = electra.ReplacedTokenDetection.build_model
+
+        def build_rotary_pair(self, config):  # ELECTRA: the generator and the discriminator, one shared table
+            pair = build_pair(self, config)
+            for model in (pair.generator.electra, pair.discriminator.electra):
+                model.unpad_threshold = 2.0
+                table = model.embeddings.position_embeddings.weight
+                with torch.no_grad():
+                    table.zero_()
+                table.requires_grad_(False)
+            return pair
+
+        electra.ReplacedTokenDetection.build_model = build_rotary_pair
     elif VARIANT:
         raise SystemExit(f"VARIANT must be pre-ln, sinusoidal-positions or rotary, not {VARIANT!r}")
 

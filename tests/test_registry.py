@@ -127,7 +127,7 @@ def test_an_impossible_arch_and_objective_is_one_error_listing_the_possible_ones
         pretrain_args(tmp_path, arch="modernbert", objective="plm")
     with pytest.raises(UsageError, match=r"--objective mlm\+nsp trains bert or roformer, not modernbert.*--objective mlm"):
         pretrain_args(tmp_path, arch="modernbert", objective="mlm+nsp")
-    with pytest.raises(UsageError, match=r"--objective electra trains electra, not xlnet.*--objective plm"):
+    with pytest.raises(UsageError, match=r"--objective electra trains electra or roformer, not xlnet.*--objective plm"):
         pretrain_args(tmp_path, arch="xlnet", objective="electra")
     assert pretrain_args(tmp_path, arch="modernbert").objective == "mlm"
     assert pretrain_args(tmp_path, objective="mlm").arch is None  # the first family that trains it: bert

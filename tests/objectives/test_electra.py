@@ -240,7 +240,8 @@ def test_pretrain_settings_refuse_bad_electra_input(tmp_path):
     corpus = tmp_path / "c.txt"
     with pytest.raises(UsageError, match=r"--generator-size"):
         PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", generator_size=1.5)
-    with pytest.raises(UsageError, match=r"--arch: --objective electra trains electra, not xlnet.*--objective plm"):
+    with pytest.raises(UsageError, match=r"--arch: --objective electra trains electra or roformer, not xlnet.*"
+                                         r"--objective plm"):
         PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", arch="xlnet")
     args = PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), arch="electra")
     assert args.objective == "electra" and OBJECTIVES["electra"] is ReplacedTokenDetection
@@ -253,11 +254,14 @@ def corpus(tmp_path_factory):
     from bertforge.vocab import train_vocab
 
     rng = np.random.default_rng(0)
-    words = ("the a cat dog runs sees big small red green house tree river walks quickly slowly "
-             "bird sings over under near far").split()
+    det, adj, noun = ["the", "a"], ["big", "small", "red", "green"], ["cat", "dog", "house", "tree", "river", "bird"]
+    verb = ["sees", "likes", "walks", "sings", "runs"]
+
+    def sentence():  # a grammar, so a replaced word is out of place (in random word salad it would not be)
+        return " ".join(rng.choice(c) for c in (det, adj, noun, verb, det, noun)).capitalize() + "."
+
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    docs = ["\n".join(" ".join(rng.choice(words, rng.integers(4, 12))).capitalize() + "."
-                      for _ in range(rng.integers(3, 8))) for _ in range(120)]
+    docs = ["\n".join(sentence() for _ in range(rng.integers(3, 8))) for _ in range(120)]
     path.write_text("\n\n".join(docs) + "\n")
     tok_dir = path.parent / "tok"
     train_vocab([path.read_text()], 80).save_pretrained(tok_dir)
@@ -265,19 +269,26 @@ def corpus(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_short_run_lowers_both_losses(corpus, tmp_path):
+@pytest.mark.parametrize("arch", ["electra", "roformer"])
+def test_a_short_run_lowers_both_losses(corpus, tmp_path, arch):
+    """ELECTRA's own model and RoFormer (rotary positions), at the small-budget recipe's 40% masked: the generator
+    learns the words and the discriminator beats the base rate of always answering "original" (at the paper's 15%
+    its loss falls to the base rate's entropy in these 30 steps, and no further)."""
     from bertforge.train.pretrain import pretrain
 
     torch.set_num_threads(1)
     result = pretrain(PretrainArgs(corpus=[str(corpus[0])], tokenizer=str(corpus[1]), out=str(tmp_path),
-                                   objective="electra", preset="tiny", seq_len=32, batch_size=8, max_steps=30,
-                                   lr=2e-3, warmup_steps=3, eval_every=30, save_every=30, log_every=5, workers=1,
-                                   progress=False, eval_fraction=0.2))
+                                   objective="electra", arch=arch, preset="tiny", seq_len=32, batch_size=8,
+                                   max_steps=30, lr=2e-3, warmup_steps=3, eval_every=30, save_every=30,
+                                   log_every=5, workers=1, progress=False, eval_fraction=0.2))
     first, last = result["first_eval"], result["final_eval"]
     assert last["eval_mlm_loss"] < first["eval_mlm_loss"] - 0.3  # the generator learns the words
-    assert last["eval_rtd_loss"] < first["eval_rtd_loss"] - 0.1  # the discriminator spots replacements
+    p = last["eval_replaced_share"]
+    base_rate_entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))  # the loss of answering the base rate
+    assert last["eval_rtd_loss"] < base_rate_entropy - 0.01 < first["eval_rtd_loss"]  # it spots replacements
     assert last["eval_weighted_rtd_loss"] == pytest.approx(50 * last["eval_rtd_loss"])
-    assert 0 < last["eval_replaced_share"] < 0.3 and last["eval_rtd_accuracy"] > 0.7
+    assert 0.3 < last["eval_replaced_share"] < 0.4  # 40% masked, some sampled back as the original
+    assert last["eval_rtd_accuracy"] > 1 - last["eval_replaced_share"] + 0.02
 
 
 @pytest.mark.slow
@@ -293,7 +304,7 @@ def test_the_command_line_writes_both_models_that_transformers_loads(corpus, tmp
     disc = hf.ElectraForPreTraining.from_pretrained(out / "model").eval()
     gen = hf.ElectraForMaskedLM.from_pretrained(out / "model" / "generator").eval()
     tok = hf.BertTokenizer.from_pretrained(out / "model")
-    assert disc.config.hidden_size == 128 and gen.config.hidden_size == 32 and len(tok) == 80
+    assert disc.config.hidden_size == 128 and gen.config.hidden_size == 32 and len(tok) == disc.config.vocab_size
     assert torch.equal(disc.electra.embeddings.word_embeddings.weight, gen.electra.embeddings.word_embeddings.weight)
     assert torch.equal(gen.generator_lm_head.weight, gen.electra.embeddings.word_embeddings.weight)  # tied
     ours = ElectraPair.from_pretrained(out / "model").eval()

@@ -195,12 +195,14 @@ def _register_builtins() -> None:
         dropout_fields=("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"),
         can=frozenset({ENCODE, FILL_MASK, EXPORT, SERVE, ATTENTION}), positions=positions, default_objective="mlm",
         pretrain_config={"sparse_prediction": True}))  # the masked LM decodes the labelled positions alone
-    register(ModelFamily(  # BERT with rotary positions: mlm+nsp and mlm+sop train the pre-training model, mlm the MLM
+    register(ModelFamily(  # BERT with rotary positions: mlm+nsp and mlm+sop train the pre-training model, mlm the MLM,
+        # electra the discriminator and its generator
         "roformer", roformer.RoFormerConfig, roformer.RoFormerConfig.preset,
         heads={ENCODER: roformer.RoFormerModel, PRETRAINING: roformer.RoFormerForPreTraining,
                MASKED_LM: roformer.RoFormerForMaskedLM, CAUSAL_LM: roformer.RoFormerForCausalLM,
                SEQUENCE: roformer.RoFormerForSequenceClassification, TOKEN: roformer.RoFormerForTokenClassification,
-               CHOICE: roformer.RoFormerForMultipleChoice, SPAN: roformer.RoFormerForQuestionAnswering},
+               CHOICE: roformer.RoFormerForMultipleChoice, SPAN: roformer.RoFormerForQuestionAnswering,
+               REPLACED_TOKEN: roformer.RoFormerElectraPair},
         features=bert_features, dropout_fields=("hidden_dropout_prob", "attention_probs_dropout_prob"),
         can=frozenset({ENCODE, FILL_MASK, GENERATE, EXPORT, SERVE, ATTENTION}), positions=positions,
         default_objective="mlm+nsp"))

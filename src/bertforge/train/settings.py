@@ -20,7 +20,7 @@ from bertforge.data.options import DataOptions
 # first one the default; and the objectives the masking flags shape (the masked-LM ones).
 OBJECTIVE_FAMILIES = {"mlm+nsp": ("bert", "roformer"), "mlm": ("bert", "modernbert", "roformer"),
                       "mlm+sop": ("bert", "roformer"), "ltr": ("bert", "roformer"), "plm": ("xlnet",),
-                      "bilm": ("elmo",), "electra": ("electra",)}
+                      "bilm": ("elmo",), "electra": ("electra", "roformer")}
 OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILIES)
 MASKED_OBJECTIVES = ("mlm+nsp", "mlm", "mlm+sop", "electra")
 NSP_OBJECTIVE, NO_NSP_OBJECTIVE = "mlm+nsp", "mlm"  # --nsp (the default) and --no-nsp, the paper's "No NSP"
@@ -45,7 +45,7 @@ class Recipe:
 
     arch: str  # the family trained when neither --arch, --objective nor --no-nsp is given
     lr: float
-    masked_lm_prob: float  # of the masked-LM objectives (ELECTRA keeps its paper's 15%)
+    masked_lm_prob: float  # of the masked objectives (ELECTRA's too: at 15% its small discriminator stays at the base rate)
     warmup_steps: int | None = None  # a fixed warm-up ...
     warmup_share: float | None = None  # ... or a share of --max-steps
 
@@ -59,7 +59,6 @@ RECIPES = {
     "small-budget": Recipe(arch="modernbert", lr=1e-3, masked_lm_prob=0.4, warmup_share=0.2),
 }
 SMALL_PRESETS = ("tiny", "mini", "small")
-MLM_OBJECTIVES = ("mlm+nsp", "mlm", "mlm+sop")
 # Upper bounds that catch a typo or an exponent slip (--lr 1e30, --max-steps 1e20) before any work: AdamW and
 # LAMB move each weight by about lr a step, so lr > 1 only diverges; 1e9 steps is years of training.
 MAX_LR = 1.0
@@ -137,7 +136,7 @@ class PretrainArgs(RunSettings):
                                    group="objective")
     arch: str | None = option(None, "model family, where the objective does not imply it: bert (the google "
                               "recipe's default), modernbert (the small-budget recipe's), roformer (BERT with "
-                              "rotary positions: mlm+nsp, mlm, mlm+sop, ltr), "
+                              "rotary positions: mlm+nsp, mlm, mlm+sop, ltr, electra), "
                               "xlnet (plm), elmo (bilm), electra (electra)",
                               choices=tuple(ARCH_DEFAULT_OBJECTIVE), group="objective")
     nsp: bool = option(True, "same as --objective mlm: no next-sentence task, pack contiguous text",
@@ -154,8 +153,8 @@ class PretrainArgs(RunSettings):
     mask_mix: str = option("80,10,10", "percentages of the chosen tokens that become [MASK], a random token, or "
                            "stay unchanged (the paper's Appendix C.2 ablation)", metavar="MASK,RANDOM,KEEP",
                            group="objective")
-    masked_lm_prob: float | None = option(None, "share of tokens predicted (default: the recipe's; 15%% for "
-                                          "electra)", above=0, max=1, group="objective")
+    masked_lm_prob: float | None = option(None, "share of tokens predicted, or replaced by ELECTRA's generator "
+                                          "(default: the recipe's)", above=0, max=1, group="objective")
     max_predictions_per_seq: int | None = option(None, "most predicted tokens per sequence (default: "
                                                  "--masked-lm-prob x --seq-len, rounded up)", min=1,
                                                  group="objective")
@@ -197,7 +196,7 @@ class PretrainArgs(RunSettings):
                 self.derived.append("arch")
             self.objective = ARCH_DEFAULT_OBJECTIVE[self.arch or DEFAULT_ARCH]
         defaults = {"lr": recipe.lr,
-                    "masked_lm_prob": recipe.masked_lm_prob if self.objective in MLM_OBJECTIVES else 0.15}
+                    "masked_lm_prob": recipe.masked_lm_prob if self.objective in MASKED_OBJECTIVES else 0.15}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

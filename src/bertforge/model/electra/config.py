@@ -84,8 +84,9 @@ class ElectraConfig(FamilyConfig):
         return self.json_keys("ElectraModel", model_type="electra", position_embedding_type="absolute")
 
 
-def generator_config(config: ElectraConfig, generator_size: float) -> ElectraConfig:
-    """The generator of a discriminator ``config``: ``generator_size`` of its width (the paper: 1/4 to 1/3), the
+def generator_config(config: FamilyConfig, generator_size: float) -> FamilyConfig:
+    """The generator of a discriminator ``config`` (ELECTRA's, or another family's that trains by ELECTRA's
+    objective, with the same field names): ``generator_size`` of its width (the paper: 1/4 to 1/3), the
     same depth and embedding size (the embeddings are shared), 4x-wide feed-forward layers and one attention
     head per 64 dimensions, as ELECTRA's ``get_generator_config`` does."""
     check_generator_size(generator_size)

@@ -18,7 +18,7 @@ from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
 from bertforge.errors import ConfigError, require_dir
-from bertforge.model.electra.config import ElectraConfig, generator_config
+from bertforge.model.electra.config import generator_config
 from bertforge.model.electra.outputs import ElectraPairOutput
 from bertforge.model.electra.pretraining import ElectraForMaskedLM, ElectraForPreTraining
 from bertforge.model.unpadded import host_values
@@ -27,13 +27,15 @@ GENERATOR_DIR = "generator"
 SHARED = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
 
 
-def share_embeddings(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining) -> None:
-    """Make the generator use the discriminator's embedding modules (the same tensors, one set of gradients);
-    each keeps its own projection to its hidden size. The generator's tied output matrix follows."""
-    ours, theirs = generator.electra.embeddings, discriminator.electra.embeddings
-    for name in SHARED:
+def share_embeddings(generator: nn.Module, discriminator: nn.Module, shared: tuple[str, ...] = SHARED) -> None:
+    """Make the generator use the discriminator's embedding modules named ``shared`` (the same tensors, one set of
+    gradients); each keeps its own projection to its hidden size. ELECTRA's generator's tied output matrix
+    follows (a RoFormer generator reads the word embeddings at each forward)."""
+    ours = getattr(generator, generator.base_model_prefix).embeddings
+    theirs = getattr(discriminator, discriminator.base_model_prefix).embeddings
+    for name in shared:
         setattr(ours, name, getattr(theirs, name))
-    if generator.config.tie_word_embeddings:
+    if isinstance(generator, ElectraForMaskedLM) and generator.config.tie_word_embeddings:
         generator.generator_lm_head.weight = theirs.word_embeddings.weight
 
 
@@ -48,22 +50,36 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
 
 class ElectraPair(nn.Module):
     """``generator`` (ElectraForMaskedLM, ``generator_size`` of the width) and ``discriminator``
-    (ElectraForPreTraining) with shared embeddings. ``config`` is the discriminator's."""
+    (ElectraForPreTraining) with shared embeddings. ``config`` is the discriminator's.
 
-    def __init__(self, config: ElectraConfig, generator_size: float = 0.25, *,
-                 discriminator: ElectraForPreTraining | None = None, generator: ElectraForMaskedLM | None = None):
+    Another family trains by ELECTRA's objective through a subclass that names its two classes and the embedding
+    modules they share (``model/roformer/replaced_token.py``)."""
+
+    discriminator_class: type[nn.Module] = ElectraForPreTraining
+    generator_class: type[nn.Module] = ElectraForMaskedLM
+    shared: tuple[str, ...] = SHARED
+
+    def __init__(self, config, generator_size: float = 0.25, *, discriminator: nn.Module | None = None,
+                 generator: nn.Module | None = None):
         super().__init__()
         self.config = config
-        self.discriminator = discriminator if discriminator is not None else ElectraForPreTraining(config)
+        self.discriminator = discriminator if discriminator is not None else self.discriminator_class(config)
         if generator is None:
-            generator = ElectraForMaskedLM(generator_config(config, generator_size))
+            try:
+                g = generator_config(config, generator_size)
+            except ConfigError as e:  # a width the family cannot take (RoFormer: an odd head size)
+                if "generator_size" in str(e):
+                    raise
+                raise ConfigError(f"setting 'generator_size' {generator_size!r} gives a generator this family cannot "
+                                  f"build: {e}", hint="choose another generator_size, e.g. 0.25") from None
+            generator = self.generator_class(g)
         self.generator = generator
         g = self.generator.config
         for name in ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size"):
             if getattr(g, name) != getattr(config, name):
                 raise ConfigError(f"the generator's {name} is {getattr(g, name)} and the discriminator's "
                                   f"{getattr(config, name)}: they cannot share embeddings")
-        share_embeddings(self.generator, self.discriminator)
+        share_embeddings(self.generator, self.discriminator, self.shared)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor, uniforms: torch.Tensor) -> ElectraPairOutput:
@@ -103,13 +119,13 @@ class ElectraPair(nn.Module):
         (default 1/4), with a warning; a saved generator of another width than ``generator_size`` asks for is
         an error (its weights would not fit)."""
         path = require_dir(path, what="model directory")
-        discriminator = ElectraForPreTraining.from_pretrained(path, **config_overrides)
+        discriminator = cls.discriminator_class.from_pretrained(path, **config_overrides)
         if not (path / GENERATOR_DIR / "config.json").is_file():
             size = 0.25 if generator_size is None else generator_size
             warnings.warn(f"{path}: no {GENERATOR_DIR}/ directory: the generator starts from random weights "
                           f"(generator_size {size})", stacklevel=2)
             return cls(discriminator.config, size, discriminator=discriminator)
-        generator = ElectraForMaskedLM.from_pretrained(path / GENERATOR_DIR, **config_overrides)
+        generator = cls.generator_class.from_pretrained(path / GENERATOR_DIR, **config_overrides)
         if generator_size is not None:
             wanted = generator_config(discriminator.config, generator_size).hidden_size
             if generator.config.hidden_size != wanted:
