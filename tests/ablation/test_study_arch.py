@@ -30,14 +30,16 @@ def test_the_rows_of_berts_objectives_take_the_study_architecture(files, tmp_pat
     assert LEARNED_POSITIONS in names  # the paper's architecture beside the study's
     archs = {v.name: pretrain_args(study, v, tmp_path / "tok").arch for v in study.chosen if v.kind == "pretrain"
              and v.model is None}
-    for name in ("bert", "no-nsp", "sop", "spans", "ltr"):
+    for name in ("bert", "no-nsp", "sop", "spans", "ltr", "electra"):  # ELECTRA's objective trains RoFormer too
         assert archs[name] == "roformer", name
     assert archs[LEARNED_POSITIONS] == "bert"
-    assert (archs["elmo"], archs["xlnet"], archs["electra"]) == (None, None, None)  # their objectives' own families
+    assert (archs["elmo"], archs["xlnet"]) == (None, None)  # their objectives' own families
     assert {name: family_of_row(study, v) for name, v in variants_of("tiny").items() if name in
             ("bert", "random", "elmo", "electra", LEARNED_POSITIONS, "word2vec")} == {
-        "bert": "roformer", "random": "roformer", "elmo": "elmo", "electra": "electra", LEARNED_POSITIONS: "bert",
+        "bert": "roformer", "random": "roformer", "elmo": "elmo", "electra": "roformer", LEARNED_POSITIONS: "bert",
         "word2vec": None}
+    on_bert = study_of(files, tmp_path, arch="bert", variants=["electra"])  # the paper's study: ELECTRA's own
+    assert family_of_row(on_bert, on_bert.chosen[0]) == "electra"
 
 
 def test_the_learned_positions_row_is_only_added_when_it_differs(files, tmp_path):

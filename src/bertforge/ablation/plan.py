@@ -41,7 +41,8 @@ class Variant:
 
 
 LEARNED_POSITIONS = "bert-learned-positions"
-# --arch: the family that pre-trains the rows of BERT's objectives (MLM+NSP, MLM, SOP, spans, LTR) and random init.
+# --arch: the family that pre-trains the rows of BERT's objectives (MLM+NSP, MLM, SOP, spans, LTR), random init, and
+# ELECTRA's where the family trains it (OBJECTIVE_FAMILIES).
 # RoFormer is BERT with rotary positions: at a small budget post-LN BERT with learned positions stays on the
 # unigram plateau, RoFormer leaves it (docs/recipes.md).
 PAPER_ARCH = "bert"  # the system under study: post-LN BERT with a learned position table
@@ -155,8 +156,8 @@ class Study:
     preset: str = option("mini", "model size of every variant (Google's BERT sizes)", choices=SIZES_ALL)
     arch: str = option(PAPER_ARCH, "architecture of the rows that BERT's objectives pre-train (MLM+NSP, MLM, SOP, spans, "
                        "LTR) and of random init: bert (the paper's, learned positions) or roformer (BERT with rotary "
-                       "positions, which leaves the masked-LM unigram stage at a small budget; the table then also "
-                       "has BERT with learned positions)", choices=ARCHS)
+                       "positions, which leaves the masked-LM unigram stage at a small budget; the ELECTRA row then "
+                       "takes it too, and the table also has BERT with learned positions)", choices=ARCHS)
     steps: int = option(2000, "pre-training steps of every variant (with --budget flops: of the BERT row)", min=1)
     budget: str = option("steps", "steps: every pre-training runs --steps steps; flops: every row trains for the "
                          "FLOPs the BERT row spends in --steps steps (counted from the model and the objective), as "

@@ -228,7 +228,7 @@ def markdown(study: Study, results: dict) -> str:
     arch = s.get("arch", PAPER_ARCH)
     text = [f"# Ablation study ({s['preset']}, {s['steps']} steps of {s['batch_size']} x {s['seq_len']} tokens, "
             f"seeds {', '.join(map(str, s['seeds']))})", "",
-            *([f"Architecture of the rows of BERT's objectives and of random init: **{ARCH_NAMES[arch]}**; the "
+            *([f"Architecture of the rows of BERT's objectives, ELECTRA and random init: **{ARCH_NAMES[arch]}**; the "
                "learned-positions row is BERT as the paper built it, on the same budget.", ""] if arch != PAPER_ARCH
               else []), *lines, "",
             "Each score is at the learning rate of the grid with the best mean dev score over the seeds (in brackets: "
