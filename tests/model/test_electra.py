@@ -10,21 +10,13 @@ import torch
 from bertforge.errors import ConfigError
 from bertforge.model import electra
 from bertforge.model.electra import ElectraConfig, ElectraForPreTraining, ElectraModel, ElectraPair, generator_config
+from parity import perturb
 
 TOL = 1e-5
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
 SIZES = {"narrow-embeddings": dict(embedding_size=16), "equal": dict(embedding_size=32)}
 DIRECTIONS = ["hf->ours", "ours->hf"]
-
-
-def perturb(model, seed):
-    """Non-trivial biases and LayerNorms, so a mis-mapped tensor shows in the numbers."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def twins(hf, tmp_path, direction, name, fields, **extra):

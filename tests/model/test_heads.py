@@ -11,20 +11,12 @@ from bertforge.config import BertConfig
 from bertforge.errors import CheckpointError
 from bertforge.model import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel)
+from parity import perturb
 
 TOL = 1e-5
 TINY = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=40)
 NAMES = {0: "neg", 1: "neu", 2: "pos"}
-
-
-def perturb(model, seed):
-    """Non-trivial biases and LayerNorms, so a mis-mapped tensor shows in the numbers."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def hf_twin(hf, name, seed=0, **config):

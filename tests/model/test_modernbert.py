@@ -13,6 +13,7 @@ from bertforge.errors import ConfigError
 from bertforge.model.modernbert import (ModernBertConfig, ModernBertForMaskedLM, ModernBertForMultipleChoice,
                                         ModernBertForQuestionAnswering, ModernBertForSequenceClassification,
                                         ModernBertForTokenClassification, ModernBertModel)
+from parity import perturb
 
 TOL = 1e-5
 # 3 layers, global every 2 (layers 0 and 2 global, 1 local), window 4 (2 either side) against 16 tokens; bases
@@ -29,15 +30,6 @@ VARIANTS = {  # config fields on top of TINY, each a code path of its own
                                                                                "sliding_attention"]),
 }
 DIRECTIONS = ["hf->ours", "ours->hf"]
-
-
-def perturb(model, seed):
-    """Non-trivial weights, biases and norms, so a mis-mapped tensor shows in the numbers."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def hf_config(hf, **fields):

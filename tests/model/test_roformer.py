@@ -18,6 +18,7 @@ from bertforge.model.roformer import (RoFormerConfig, RoFormerForCausalLM, RoFor
                                       RoFormerForMultipleChoice, RoFormerForPreTraining, RoFormerForQuestionAnswering,
                                       RoFormerForSequenceClassification, RoFormerForTokenClassification,
                                       RoFormerModel, sinusoid_table)
+from parity import perturb
 
 TOL = 1e-5
 # head size 8 (4 rotated pairs), 24 positions for 16-token batches; the two dropouts off only where a test says so
@@ -29,15 +30,6 @@ VARIANTS = {  # config fields on top of TINY, each a code path of its own
     "rotary-value": dict(rotary_value=True, hidden_act="relu"),
 }
 DIRECTIONS = ["hf->ours", "ours->hf"]
-
-
-def perturb(model, seed):
-    """Non-trivial weights, biases and norms, so a mis-mapped tensor shows in the numbers (the table is a buffer)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def our_config(**fields):

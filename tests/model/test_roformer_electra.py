@@ -14,19 +14,12 @@ from bertforge.cli import main as cli
 from bertforge.errors import ConfigError
 from bertforge.model.registry import REPLACED_TOKEN, SEQUENCE, get_family
 from bertforge.model.roformer import RoFormerConfig, RoFormerElectraPair, RoFormerForReplacedTokenDetection
+from parity import perturb
 
 TOL = 1e-5
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
             max_position_embeddings=24)
 SIZES = {"narrow-embeddings": dict(embedding_size=16), "equal": {}}
-
-
-def perturb(model, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def batch(B=3, T=12, seed=0):

@@ -10,6 +10,7 @@ import torch
 from bertforge.errors import CheckpointError, ConfigError, UsageError
 from bertforge.model.xlnet import (XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel,
                                    permutation_mask, sample_permutation)
+from parity import perturb
 
 TOL = 1e-5
 TINY = dict(vocab_size=100, d_model=32, n_layer=2, n_head=4, d_inner=64)
@@ -19,15 +20,6 @@ VARIANTS = {  # config fields on top of TINY, each a code path of its own
     "bi-data-clamp": dict(bi_data=True, clamp_len=3),
     "relu-untied": dict(ff_activation="relu", tie_word_embeddings=False),
 }
-
-
-def perturb(model, seed):
-    """Non-trivial biases and LayerNorms, so a mis-mapped tensor shows in the numbers."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def twins(hf, tmp_path, direction, cls="XLNetLMHeadModel", ours_cls=XLNetLMHeadModel, **fields):

@@ -6,19 +6,12 @@ import torch
 
 from bertforge.model.xlnet import (XLNetConfig, XLNetForMultipleChoice, XLNetForQuestionAnsweringSimple,
                                    XLNetForSequenceClassification, XLNetForTokenClassification)
+from parity import perturb
 
 TOL = 1e-5
 TINY = dict(vocab_size=100, d_model=32, n_layer=2, n_head=4, d_inner=64)
 NAMES = {0: "neg", 1: "neu", 2: "pos"}
 SeqCls = XLNetForSequenceClassification
-
-
-def perturb(model, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def twins(hf, tmp_path, direction, name, ours_cls, hf_fields=None, ours_fields=None):

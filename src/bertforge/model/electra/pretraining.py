@@ -63,8 +63,10 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> ElectraForPreTrainingOutput:
-        """input_ids etc.: (B, T); labels: (B, T) 1 = replaced, 0 = original; the loss counts the real tokens."""
-        out = self.electra(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        """input_ids etc.: (B, T); labels: (B, T) 1 = replaced, 0 = original; the loss counts the real tokens.
+        The encoder is read by its prefix, so another family's discriminator (RoFormer's) shares this forward."""
+        encoder = getattr(self, self.base_model_prefix)
+        out = encoder(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
         logits = self.discriminator_predictions(out.last_hidden_state)  # (B, T)
         loss = None if labels is None else rtd_loss(logits, labels, attention_mask)
         return ElectraForPreTrainingOutput(loss, logits, out.hidden_states, out.attentions)

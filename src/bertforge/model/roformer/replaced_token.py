@@ -13,11 +13,8 @@ LayerNorm (there is no position table to share).
 
 from __future__ import annotations
 
-import torch
-
-from bertforge.model.electra.outputs import ElectraForPreTrainingOutput
 from bertforge.model.electra.pair import ElectraPair
-from bertforge.model.electra.pretraining import ElectraDiscriminatorPredictions, rtd_loss
+from bertforge.model.electra.pretraining import ElectraDiscriminatorPredictions, ElectraForPreTraining
 from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.roformer.config import RoFormerConfig
 from bertforge.model.roformer.model import RoFormerModel
@@ -35,14 +32,7 @@ class RoFormerForReplacedTokenDetection(RoFormerPreTrainedModel):
         self.discriminator_predictions = ElectraDiscriminatorPredictions(config)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> ElectraForPreTrainingOutput:
-        """input_ids etc.: (B, T); labels: (B, T) 1 = replaced, 0 = original; the loss counts the real tokens."""
-        out = self.roformer(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
-        logits = self.discriminator_predictions(out.last_hidden_state)  # (B, T)
-        loss = None if labels is None else rtd_loss(logits, labels, attention_mask)
-        return ElectraForPreTrainingOutput(loss, logits, out.hidden_states, out.attentions)
+    forward = ElectraForPreTraining.forward
 
 
 class RoFormerElectraPair(ElectraPair):
