@@ -7,7 +7,8 @@ import torch
 from bertforge.config import BertConfig
 from bertforge.errors import ConfigError
 from bertforge.model import BertForSequenceClassification, BertForTokenClassification, BertLMHeadModel
-from test_heads import TINY, assert_close, batch, perturb
+from parity import perturb
+from test_heads import TINY, assert_close, batch
 
 
 def lm_inputs():
