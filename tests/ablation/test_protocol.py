@@ -88,3 +88,29 @@ def test_a_flop_budget_gives_every_row_the_bert_rows_flops_and_says_what_is_not_
     assert _flops({"kind": "pretrain", "pretrain": {"flops": 3e10}}) == "3e+10"
     with pytest.raises(UsageError, match="--budget"):
         Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "budget": "tokens"})
+
+
+def test_a_finished_run_is_reused_only_with_the_studys_settings(study, tmp_path):
+    """A study rerun with another --epochs (or grid, batch, sequence length...) on the same --out would mix two
+    protocols in one table: the finished run made the other way is an error naming what differs."""
+    from bertforge.ablation.run import _finetune
+    from bertforge.errors import CheckpointError
+
+    bert = variants_of(study.preset)["bert"]
+    fake_run(study, bert, 1e-4, 1, 0.6, 0.6, [0.6])
+    run = finetune_dir(study, bert, study.specs[0], 1, 1e-4)
+    logged = []
+    saved = {"epochs": study.epochs, "lr": 1e-4, "batch_size": study.finetune_batch_size,
+             "max_train_examples": study.max_train_examples, "freeze_encoder": False, "head_bilstm": False,
+             "features": "concat-last-4", "data": {"max_length": study.max_length}}
+    (run / "finetune_args.json").write_text(json.dumps(saved))
+    _finetune(study, bert, study.specs[0], 1, 1e-4, logged.append)  # the same settings: reused, nothing runs
+    assert logged == []
+    (run / "finetune_args.json").write_text(json.dumps({**saved, "epochs": study.epochs + 5}))
+    with pytest.raises(CheckpointError, match=rf"fine-tuned with epochs {study.epochs + 5} \(this study: "
+                                              rf"{study.epochs}\).*another --out"):
+        _finetune(study, bert, study.specs[0], 1, 1e-4, logged.append)
+    (run / "finetune_args.json").unlink()
+    with pytest.raises(CheckpointError, match="without finetune_args.json"):
+        _finetune(study, bert, study.specs[0], 1, 1e-4, logged.append)
+    assert logged == [] and (run / "eval_results.json").is_file()  # nothing was run or removed

@@ -210,30 +210,56 @@ def _finetune_owner(study: Study, variant: Variant) -> str:
     return next(v.name for v in known.values() if key(v) == key(variant))
 
 
+# What a study decides about each fine-tuning run; a finished run made with other values is not this study's.
+STUDY_FINETUNE_SETTINGS = ("epochs", "lr", "batch_size", "max_train_examples", "freeze_encoder", "head_bilstm",
+                           "features")
+
+
 def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: float, log) -> None:
-    out = finetune_dir(study, variant, task, seed, lr)
-    if (out / "eval_results.json").is_file():
-        return
     from bertforge.data.options import DataOptions
     from bertforge.train.finetune import finetune
     from bertforge.train.settings import FinetuneArgs
 
-    shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
-    log(f"fine-tuning {variant.name} on {task.name}, lr {lr:g}, seed {seed}")
+    out = finetune_dir(study, variant, task, seed, lr)
     known = variants_of(study.preset)
     overrides = dict(variant.finetune)
-    if overrides.get("features") == "concat-last-4" and PRESETS[study.preset][0] < 4:
+    mixed = overrides.get("features") == "concat-last-4" and PRESETS[study.preset][0] < 4
+    if mixed:
         overrides["features"] = "scalar-mix"  # a model of fewer than 4 layers: mix them all instead
-        log(f"  ({study.preset} has {PRESETS[study.preset][0]} layers: scalar-mix instead of concat-last-4)")
     args = FinetuneArgs(task=task.family, model=str(model_root(study, known[variant.model_source]) / "model"),
                         train=task.train, dev=task.dev, test=task.test, out=str(out), epochs=study.epochs,
                         lr=lr,
                         batch_size=study.finetune_batch_size, seeds=[seed],
                         max_train_examples=study.max_train_examples, progress=study.progress,
                         report_to=study.report_to, data=DataOptions(max_length=study.max_length), **overrides)
+    if (out / "eval_results.json").is_file():
+        return _check_same_finetuning(out, args)
+    shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
+    log(f"fine-tuning {variant.name} on {task.name}, lr {lr:g}, seed {seed}")
+    if mixed:
+        log(f"  ({study.preset} has {PRESETS[study.preset][0]} layers: scalar-mix instead of concat-last-4)")
     started = time.perf_counter()
     finetune(args)
     atomic_write_text(out / "timing.json", json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def _check_same_finetuning(out: Path, args) -> None:
+    """A finished run is reused only when the study would make it the same way (``STUDY_FINETUNE_SETTINGS`` and the
+    sequence length); one made with other settings (a study rerun with another --epochs on the same --out) would
+    mix two protocols in one table, so it is an error instead."""
+    saved_file = out / "finetune_args.json"
+    if not saved_file.is_file():
+        raise CheckpointError(f"{out}: a finished fine-tuning run without finetune_args.json: its settings are unknown",
+                              hint="remove that directory to fine-tune it again")
+    saved = json.loads(saved_file.read_text())
+    had = {name: saved.get(name) for name in STUDY_FINETUNE_SETTINGS}
+    had["max_length"] = saved.get("data", {}).get("max_length")
+    wanted = {name: getattr(args, name) for name in STUDY_FINETUNE_SETTINGS}
+    wanted["max_length"] = args.data.max_length
+    differ = [f"{name} {had[name]!r} (this study: {wanted[name]!r})" for name in wanted if had[name] != wanted[name]]
+    if differ:
+        raise CheckpointError(f"{out}: fine-tuned with {', '.join(differ)}", hint="use another --out, or remove that "
+                              "directory to fine-tune it again with this study's settings")
 
 
 def _flags(values: dict) -> str:
