@@ -81,7 +81,7 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
     "demo --max-steps": "tests/test_demo.py",
     "demo --minilm": "tests/cli/test_commands.py",
     **{f"encode {f}": "tests/cli/test_commands.py" for f in (
-        "--model", "--input", "--output", "--pooling", "--normalize", "--max-length")},
+        "--model", "--input", "--text-field", "--output", "--pooling", "--normalize", "--max-length")},
     **{f"pretrain {f}": "tests/cli/test_commands.py" for f in (
         "--batch-size", "--grad-accum", "--lr", "--log-every", "--no-progress", "--corpus", "--out", "--format",
         "--tokenizer", "--vocab-size", "--no-lowercase", "--preset", "--model-config", "--init-from",
