@@ -243,6 +243,11 @@ def test_pretrain_settings_refuse_bad_electra_input(tmp_path):
     with pytest.raises(UsageError, match=r"--arch: --objective electra trains electra or roformer, not xlnet.*"
                                          r"--objective plm"):
         PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", arch="xlnet")
+    with pytest.raises(UsageError, match=r"--generator-size.*hidden size 13.*must be even.*--preset tiny"):
+        PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", arch="roformer",
+                     preset="tiny", generator_size=0.1)  # 128 x 0.1 -> 13 dims in one rotary head
+    PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", arch="roformer",
+                 preset="tiny", generator_size=0.25)  # 32 dims: fine
     args = PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), arch="electra")
     assert args.objective == "electra" and OBJECTIVES["electra"] is ReplacedTokenDetection
 

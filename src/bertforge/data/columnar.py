@@ -178,12 +178,13 @@ class Columnar:
     def columns(self) -> list[str]:
         return list(self.types)
 
-    def require(self, columns: Iterable[str], hint: str | None = None) -> None:
-        """A DataFormatError that lists the columns there are, when one of ``columns`` is not among them."""
+    def require(self, columns: Iterable[str], hint: str | None = None, row: int | None = None) -> None:
+        """A DataFormatError that lists the columns there are, when one of ``columns`` is not among them (naming
+        ``row`` where one row's reading found the column missing)."""
         missing = [c for c in columns if c not in self.types]
         if missing:
             raise DataFormatError(f"no column {missing[0]!r} (its columns: {', '.join(self.columns) or 'none'})",
-                                  path=self.name, field=missing[0], hint=hint)
+                                  path=self.name, line=row, field=missing[0], hint=hint)
 
     def require_text(self, column: str, hint: str | None = None) -> None:
         """``require``, and the column holds strings."""

@@ -82,10 +82,9 @@ class Task:
                 examples.append(self.input_example(self.input_record(record, opts), "", f"row-{row}", path, row,
                                                    opts))
             except DataFormatError as e:
-                if e.field is None or e.field in table.columns:
-                    raise
-                raise DataFormatError(f"no column {e.field!r} (its columns: {', '.join(table.columns)})",
-                                      path=path, line=row, field=e.field) from None
+                if e.field is not None:
+                    table.require([e.field], row=row)  # a field the table lacks: say which columns it has
+                raise
         if not examples:
             raise DataFormatError("no rows", path=path)
         return examples

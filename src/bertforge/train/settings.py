@@ -24,6 +24,7 @@ OBJECTIVE_FAMILIES = {"mlm+nsp": ("bert", "roformer"), "mlm": ("bert", "modernbe
 OBJECTIVE_NAMES = tuple(OBJECTIVE_FAMILIES)
 MASKED_OBJECTIVES = ("mlm+nsp", "mlm", "mlm+sop", "electra")
 NSP_OBJECTIVE, NO_NSP_OBJECTIVE = "mlm+nsp", "mlm"  # --nsp (the default) and --no-nsp, the paper's "No NSP"
+GENERATOR_OBJECTIVE = "electra"  # the objective whose generator --generator-size sizes
 # bertforge.model.registry.FAMILIES: what `pretrain --arch NAME` trains (ModelFamily.default_objective).
 ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra", "modernbert": "mlm",
                           "roformer": "mlm+nsp"}
@@ -265,6 +266,21 @@ class PretrainArgs(RunSettings):
             pass  # one mask per instance for the whole run: allowed, Google's default is dupe_factor 10
         if self.model_config and self.init_from:
             raise UsageError("give --model-config or --init-from, not both", flag="--model-config")
+        if self.objective == GENERATOR_OBJECTIVE and not (self.model_config or self.init_from):
+            self._check_generator_width(families)
+
+    def _check_generator_width(self, families: tuple[str, ...]) -> None:
+        """A generator width the preset's family cannot build (RoFormer: an odd head size) is a flag error, found
+        before the vocabulary is trained (the registries import torch, which an ELECTRA run needs anyway)."""
+        from bertforge.errors import ConfigError
+        from bertforge.model.electra.config import generator_config
+        from bertforge.model.registry import preset_config
+
+        try:
+            generator_config(preset_config(self.arch or families[0], self.preset), self.generator_size)
+        except ConfigError as e:
+            raise UsageError(f"{e.message} (--preset {self.preset})", flag="--generator-size",
+                             hint="e.g. 0.25, the default") from None
 
 
 @dataclass

@@ -97,8 +97,12 @@ def generator_config(config: FamilyConfig, generator_size: float) -> FamilyConfi
     heads = max(1, hidden // 64)
     while hidden % heads:  # a width 64 does not divide: the nearest head count below that divides it
         heads -= 1
-    return dataclasses.replace(config, hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=heads,
-                               extra={})
+    try:
+        return dataclasses.replace(config, hidden_size=hidden, intermediate_size=4 * hidden,
+                                   num_attention_heads=heads, extra={})
+    except ConfigError as e:  # a width the family's own checks refuse (RoFormer: an odd head size)
+        raise ConfigError(f"setting 'generator_size' {generator_size!r} gives a generator of hidden size {hidden}, "
+                          f"which this family cannot build: {e}", hint="choose another generator_size, e.g. 0.25") from None
 
 
 def check_generator_size(generator_size: float) -> None:

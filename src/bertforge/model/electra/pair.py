@@ -27,16 +27,18 @@ GENERATOR_DIR = "generator"
 SHARED = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
 
 
-def share_embeddings(generator: nn.Module, discriminator: nn.Module, shared: tuple[str, ...] = SHARED) -> None:
+def share_embeddings(generator: nn.Module, discriminator: nn.Module, shared: tuple[str, ...] = SHARED,
+                     tied_output: str | None = "generator_lm_head") -> None:
     """Make the generator use the discriminator's embedding modules named ``shared`` (the same tensors, one set of
-    gradients); each keeps its own projection to its hidden size. ELECTRA's generator's tied output matrix
-    follows (a RoFormer generator reads the word embeddings at each forward)."""
+    gradients); each keeps its own projection to its hidden size. ``tied_output`` names the generator's output
+    Linear whose matrix is the word embedding (ELECTRA's), which must follow the shared one; None where the
+    generator reads the word embeddings at each forward (RoFormer's)."""
     ours = getattr(generator, generator.base_model_prefix).embeddings
     theirs = getattr(discriminator, discriminator.base_model_prefix).embeddings
     for name in shared:
         setattr(ours, name, getattr(theirs, name))
-    if isinstance(generator, ElectraForMaskedLM) and generator.config.tie_word_embeddings:
-        generator.generator_lm_head.weight = theirs.word_embeddings.weight
+    if tied_output is not None and generator.config.tie_word_embeddings:
+        getattr(generator, tied_output).weight = theirs.word_embeddings.weight
 
 
 def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -52,12 +54,13 @@ class ElectraPair(nn.Module):
     """``generator`` (ElectraForMaskedLM, ``generator_size`` of the width) and ``discriminator``
     (ElectraForPreTraining) with shared embeddings. ``config`` is the discriminator's.
 
-    Another family trains by ELECTRA's objective through a subclass that names its two classes and the embedding
-    modules they share (``model/roformer/replaced_token.py``)."""
+    Another family trains by ELECTRA's objective through a subclass that names its two classes, the embedding
+    modules they share and the generator's tied output layer (``model/roformer/replaced_token.py``)."""
 
     discriminator_class: type[nn.Module] = ElectraForPreTraining
     generator_class: type[nn.Module] = ElectraForMaskedLM
     shared: tuple[str, ...] = SHARED
+    tied_output: str | None = "generator_lm_head"
 
     def __init__(self, config, generator_size: float = 0.25, *, discriminator: nn.Module | None = None,
                  generator: nn.Module | None = None):
@@ -65,21 +68,14 @@ class ElectraPair(nn.Module):
         self.config = config
         self.discriminator = discriminator if discriminator is not None else self.discriminator_class(config)
         if generator is None:
-            try:
-                g = generator_config(config, generator_size)
-            except ConfigError as e:  # a width the family cannot take (RoFormer: an odd head size)
-                if "generator_size" in str(e):
-                    raise
-                raise ConfigError(f"setting 'generator_size' {generator_size!r} gives a generator this family cannot "
-                                  f"build: {e}", hint="choose another generator_size, e.g. 0.25") from None
-            generator = self.generator_class(g)
+            generator = self.generator_class(generator_config(config, generator_size))
         self.generator = generator
         g = self.generator.config
         for name in ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size"):
             if getattr(g, name) != getattr(config, name):
                 raise ConfigError(f"the generator's {name} is {getattr(g, name)} and the discriminator's "
                                   f"{getattr(config, name)}: they cannot share embeddings")
-        share_embeddings(self.generator, self.discriminator, self.shared)
+        share_embeddings(self.generator, self.discriminator, self.shared, self.tied_output)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor, uniforms: torch.Tensor) -> ElectraPairOutput:

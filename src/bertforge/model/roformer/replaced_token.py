@@ -41,3 +41,4 @@ class RoFormerElectraPair(ElectraPair):
     discriminator_class = RoFormerForReplacedTokenDetection
     generator_class = RoFormerForMaskedLM
     shared = ("word_embeddings", "token_type_embeddings", "LayerNorm")
+    tied_output = None  # RoFormerForMaskedLM reads the word embeddings at each forward
