@@ -20,14 +20,16 @@ def study(tmp_path):
                  seeds=[1, 2], finetune_lr=[1e-4, 3e-4], feature_lr=[1e-3, 3e-3], variants=["bert", "bert-frozen"])
 
 
-def fake_run(study, variant, lr, seed, dev, test, dev_by_epoch):
+def fake_run(study, variant, lr, seed, dev, test, dev_by_epoch, mcc_by_epoch=None):
     """What `finetune` leaves behind: eval_results.json (test split reported) and metrics.jsonl dev records."""
     run = finetune_dir(study, variant, study.specs[0], seed, lr)
     run.mkdir(parents=True)
     (run / "eval_results.json").write_text(json.dumps({
         "split": "test", "accuracy": test, "per_seed": {str(seed): {"dev": {"accuracy": dev}, "test": {"accuracy": test}}}}))
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": 10 * e, "seed": seed, "epoch": e, "dev_accuracy": a}) + "\n"
-                                               for e, a in enumerate(dev_by_epoch)))
+    mcc = mcc_by_epoch or [0.5] * len(dev_by_epoch)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": 10 * e, "seed": seed, "epoch": e, "dev_accuracy": a,
+                                                           "dev_mcc": m}) + "\n"
+                                               for e, (a, m) in enumerate(zip(dev_by_epoch, mcc))))
 
 
 def test_the_rate_with_the_best_mean_dev_score_is_reported_with_its_test_scores(study):
@@ -46,6 +48,31 @@ def test_the_rate_with_the_best_mean_dev_score_is_reported_with_its_test_scores(
     results = {"settings": {**vars(study), "tasks": []}, "variants": {"bert": {
         "label": "BERT", "pretrain": {}, "tasks": {"sent": scores}}}, "claims": []}
     assert "0.600 ± 0.141 (lr 0.0003, ep 2/3)" in markdown(study, results)
+    assert "No reported run collapsed (best dev mcc at most 0.05" in markdown(study, results)
+
+
+def test_a_run_that_never_left_a_constant_answer_is_named_collapsed(study):
+    """A majority-class classifier has a fair accuracy and an MCC of 0: the table says which runs never left it."""
+    bert = variants_of(study.preset)["bert"]
+    fake_run(study, bert, 1e-4, 1, 0.52, 0.51, [0.52, 0.52, 0.52], mcc_by_epoch=[0.0, 0.03, 0.0])
+    fake_run(study, bert, 1e-4, 2, 0.70, 0.69, [0.40, 0.70, 0.65], mcc_by_epoch=[0.02, 0.4, 0.3])
+    scores = _task_scores(study, bert, study.specs[0])
+    assert scores["collapsed"] == ["1"]
+    assert scores["dev_curves"] == {"1": [0.52, 0.52, 0.52], "2": [0.40, 0.70, 0.65]}
+    assert scores["best_epochs"] == {"1": 1, "2": 2}
+    results = {"settings": {**vars(study), "tasks": []}, "variants": {"bert": {
+        "label": "BERT", "pretrain": {}, "tasks": {"sent": scores}}}, "claims": []}
+    text = markdown(study, results)
+    assert "**collapsed: seed 1**" in text and "**Collapsed runs**" in text and "BERT on sent (seed 1)" in text
+
+
+def test_a_resumed_epoch_counts_once_in_the_dev_curve(study):
+    bert = variants_of(study.preset)["bert"]
+    fake_run(study, bert, 1e-4, 1, 0.6, 0.6, [0.5, 0.6])
+    run = finetune_dir(study, bert, study.specs[0], 1, 1e-4)
+    with open(run / "metrics.jsonl", "a") as f:  # the run was cut in epoch 2 and resumed: epoch 1 scored again
+        f.write(json.dumps({"step": 10, "seed": 1, "epoch": 1, "dev_accuracy": 0.6, "dev_mcc": 0.5}) + "\n")
+    assert _task_scores(study, bert, study.specs[0])["dev_curves"]["1"] == [0.5, 0.6]
 
 
 def test_frozen_rows_search_the_feature_grid(study):
@@ -114,3 +141,29 @@ def test_a_finished_run_is_reused_only_with_the_studys_settings(study, tmp_path)
     with pytest.raises(CheckpointError, match="without finetune_args.json"):
         _finetune(study, bert, study.specs[0], 1, 1e-4, logged.append)
     assert logged == [] and (run / "eval_results.json").is_file()  # nothing was run or removed
+
+
+def test_a_study_run_in_pieces_reports_the_rows_of_earlier_pieces_made_its_way(study):
+    """`--variants bert-frozen` after an earlier `--variants bert random` on the same --out: the table has all
+    three rows; a row fine-tuned with other settings is left out, and the table says why."""
+    from bertforge.ablation.run import _rows_run_before
+
+    study = Study(**{k: getattr(study, k) for k in ("corpus", "task", "out", "seeds", "finetune_lr", "feature_lr")},
+                  variants=["bert-frozen"])
+    known = variants_of(study.preset)
+
+    def finished(variant, lr, epochs):
+        fake_run(study, known[variant], lr, 1, 0.6, 0.6, [0.6])
+        run = finetune_dir(study, known[variant], study.specs[0], 1, lr)
+        (run / "finetune_args.json").write_text(json.dumps({
+            "epochs": epochs, "lr": lr, "batch_size": study.finetune_batch_size,
+            "max_train_examples": study.max_train_examples, "freeze_encoder": False, "head_bilstm": False,
+            "features": "concat-last-4", "data": {"max_length": study.max_length}}))
+
+    finished("bert", 1e-4, study.epochs)
+    finished("random", 3e-4, study.epochs + 5)
+    rows, left_out = _rows_run_before(study)  # the study asked for bert-frozen only
+    assert [v.name for v in rows] == ["bert"]
+    assert len(left_out) == 1 and left_out[0].startswith("random: ") and "epochs" in left_out[0]
+    results = {"settings": {**vars(study), "tasks": []}, "variants": {}, "claims": [], "left_out": left_out}
+    assert "left out of the table: random: " in markdown(study, results)

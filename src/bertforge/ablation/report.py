@@ -11,6 +11,11 @@ from bertforge.ablation.plan import ARCH_NAMES, PAPER_ARCH, PAPER_MIXES, MIXES, 
 from bertforge.io.atomic import atomic_path, atomic_write_text
 
 METRIC = {"classify": "accuracy", "regress": "spearman", "choice": "accuracy", "tag": "f1", "qa": "f1"}
+# A dev score that is 0 for a model that learned nothing (a constant label, all "O", no answer span): a run whose
+# best dev value of it stays at or below LEARNED_FLOOR collapsed, whatever its accuracy (a majority-class
+# classifier scores the majority's share). Multiple choice has no such score and is not checked.
+LEARNED = {"classify": "mcc", "regress": "spearman", "tag": "f1", "qa": "f1"}
+LEARNED_FLOOR = 0.05
 
 # The paper's dev-set figures for the matching rows (Table 5: MNLI / QNLI / MRPC / SST-2 / SQuAD F1; Table 8:
 # MNLI fine-tuned / NER fine-tuned / NER feature-based; Table 6: MLM perplexity / MNLI / MRPC / SST-2).
@@ -54,14 +59,14 @@ CLAIMS = (
 ROBUST = "Fine-tuning is robust to the masking mix (no fine-tuned mix differs from 80/10/10; Table 8)"
 
 
-def collect(study: Study) -> dict:
-    """Every variant's pre-training figures and its per-task scores (mean, std, per seed) at the learning
-    rate of the grid that dev chose."""
+def collect(study: Study, rows: list | None = None) -> dict:
+    """Every row's (default: the study's chosen variants) pre-training figures and its per-task scores (mean,
+    std, per seed) at the learning rate of the grid that dev chose."""
     from bertforge.ablation.run import model_root
 
     known = variants_of(study.preset)
     out: dict = {"settings": _settings(study), "variants": {}}
-    for v in study.chosen:
+    for v in study.chosen if rows is None else rows:
         entry: dict = {"label": v.label, "group": v.group, "kind": known[v.model_source].kind, "pretrain": _pretraining(model_root(study, known[v.model_source])),
                        "tasks": {}}
         for task in study.specs:
@@ -85,8 +90,10 @@ def _task_scores(study: Study, variant, task) -> dict:
             if (run / "eval_results.json").is_file():
                 summary = json.loads((run / "eval_results.json").read_text())
                 result = summary["per_seed"][str(seed)]
+                curve = _dev_curve(run, metric)
                 seeds[str(seed)] = {"dev": result["dev"][metric], "reported": summary[metric],
-                                    "best_epoch": _best_epoch(run, metric),
+                                    "best_epoch": 1 + curve.index(max(curve)) if curve else None, "curve": curve,
+                                    "collapsed": _collapsed(run, task.family),
                                     "seconds": json.loads((run / "timing.json").read_text())["seconds"]
                                     if (run / "timing.json").is_file() else 0.0}
         if seeds:
@@ -98,22 +105,29 @@ def _task_scores(study: Study, variant, task) -> dict:
     return {"metric": metric, "split": "test" if task.test else "dev", "lr": chosen, "grid_dev": grid,
             "per_seed": {seed: s["reported"] for seed, s in picked.items()},
             "best_epochs": {seed: s["best_epoch"] for seed, s in picked.items()},
+            "dev_curves": {seed: s["curve"] for seed, s in picked.items()},
+            "collapsed": [seed for seed, s in picked.items() if s["collapsed"]],
             "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "minutes": sum(s["seconds"] for seeds in runs.values() for s in seeds.values()) / 60}
 
 
-def _best_epoch(run: Path, metric: str) -> int | None:
-    """The epoch (1-based) whose dev score the run kept: the first with the highest ``dev_<metric>``."""
+def _dev_curve(run: Path, metric: str) -> list[float]:
+    """The run's dev ``metric`` after each epoch, in order (its best epoch, 1-based, is the first maximum's
+    index + 1): the curve that shows whether a row learned, and when."""
     from bertforge.train.logs import read_metrics
 
     if not (run / "metrics.jsonl").is_file():
-        return None
+        return []
     scored = [r for r in read_metrics(run / "metrics.jsonl") if f"dev_{metric}" in r]
-    if not scored:
-        return None
-    best = max(range(len(scored)), key=lambda i: (scored[i][f"dev_{metric}"], -i))
-    return int(scored[best].get("epoch", best)) + 1
+    by_epoch = {int(r.get("epoch", i)): r[f"dev_{metric}"] for i, r in enumerate(scored)}  # a resumed epoch: its last
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _collapsed(run: Path, family: str) -> bool:
+    """Whether the run never left a constant answer on dev: its best ``LEARNED`` score is at most the floor."""
+    curve = _dev_curve(run, LEARNED[family]) if family in LEARNED else []
+    return bool(curve) and max(curve) <= LEARNED_FLOOR
 
 
 def _settings(study: Study) -> dict:
@@ -235,11 +249,15 @@ def markdown(study: Study, results: dict) -> str:
             f"that rate and each seed's best epoch on dev, of at most {s['epochs']}; grids: fine-tuned "
             f"{', '.join(f'{x:g}' for x in s['finetune_lr'])}, frozen {', '.join(f'{x:g}' for x in s['feature_lr'])}).",
             "",
-            "Held-out LM losses of different objectives are not comparable (different targets: 15% masked tokens, "
+            "Held-out LM losses of different objectives are not comparable (different targets: the masked tokens, "
             "the next token, the last sixth of a permutation, both directions); each is set against the unigram "
             "perplexity of its own held-out targets (the bigram's too, for left-to-right), counted on the training "
             "text. Paper masking rows are MASK/SAME/RND "
             f"({', '.join(PAPER_MIXES)}); the variant names use --mask-mix MASK,RANDOM,KEEP.", "", "## Claims", ""]
+    text += [_collapse_line(results, study), ""]
+    if results.get("left_out"):
+        text += ["Rows this study ran before with other fine-tuning settings, left out of the table: "
+                 + "; ".join(results["left_out"]), ""]
     for c in results["claims"]:
         if "difference" in c:
             detail = f"difference {c['difference']:+.3f}, larger std {c['margin']:.3f}"
@@ -249,6 +267,18 @@ def markdown(study: Study, results: dict) -> str:
             detail = "perplexities " + ", ".join(f"{x:.1f}" for x in c["perplexities"])
         text.append(f"- {c['claim']} — {c['task']}: **{c['verdict']}** ({detail})")
     return "\n".join(text) + "\n"
+
+
+def _collapse_line(results: dict, study: Study) -> str:
+    """Which reported runs did not learn (a row's score then says nothing about its pre-training), or that all did."""
+    checked = sorted({f"{LEARNED[t.family]}" for t in study.specs if t.family in LEARNED})
+    if not checked:
+        return "Collapse is not checked: no task has a score that is 0 for a constant answer."
+    found = [f"{v['label']} on {task} (seed {', '.join(r['collapsed'])})" for v in results["variants"].values()
+             for task, r in v["tasks"].items() if r.get("collapsed")]
+    rule = f"best dev {' / '.join(checked)} at most {LEARNED_FLOOR} at every epoch: a constant answer"
+    return (f"**Collapsed runs** ({rule}): {'; '.join(found)}." if found else
+            f"No reported run collapsed ({rule}); each run's dev curve is in results.json.")
 
 
 def _flops(v: dict) -> str:
@@ -266,7 +296,8 @@ def _cell(r: dict, seeds: int) -> str:
     epochs = "/".join(str(e) for e in r.get("best_epochs", {}).values() if e is not None)
     chosen = f"lr {r['lr']:g}" + (f", ep {epochs}" if epochs else "") if r.get("lr") is not None else ""
     missing = f", n={len(r['per_seed'])}" if len(r["per_seed"]) != seeds else ""
-    return f"{r['mean']:.3f} ± {r['std']:.3f} ({chosen}{missing})"
+    collapsed = f", **collapsed: seed {', '.join(r['collapsed'])}**" if r.get("collapsed") else ""
+    return f"{r['mean']:.3f} ± {r['std']:.3f} ({chosen}{missing}{collapsed})"
 
 
 def plot(study: Study, results: dict, path: Path) -> None:

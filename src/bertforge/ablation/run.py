@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bertforge.ablation.plan import Study, TaskSpec, Variant, variants_of
+from bertforge.ablation.plan import Study, TaskSpec, Variant, select_variants, variants_of
 from bertforge.config import PRESETS
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_dir, atomic_write_text
@@ -45,7 +45,12 @@ def run_study(study: Study, log=print) -> dict:
             for lr in learning_rates(study, variant):
                 for seed in study.seeds:
                     _finetune(study, variant, task, seed, lr, log)
-    results = collect(study)
+    earlier, left_out = _rows_run_before(study)
+    for line in left_out:
+        log(f"not in the table: {line}")
+    rows = study.chosen + earlier
+    results = collect(study, [v for v in select_variants(["all"], study.preset, study.arch) if v in rows])
+    results["left_out"] = left_out
     write_report(study, results)
     log(f"results: {study.root / 'results.json'}  table: {study.root / 'ablation.md'}  plot: {study.root / 'ablation.png'}")
     return results
@@ -215,9 +220,32 @@ STUDY_FINETUNE_SETTINGS = ("epochs", "lr", "batch_size", "max_train_examples", "
                            "features")
 
 
-def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: float, log) -> None:
+def _rows_run_before(study: Study) -> tuple[list[Variant], list[str]]:
+    """The rows not asked for this time whose fine-tuning runs an earlier piece of the study left in ``OUT``, made
+    with this study's settings: a study run in pieces (``--variants``) reports every row it has, not only the
+    last piece's. Rows fine-tuned otherwise are left out of the table, each with the reason (second list)."""
+    rows, left_out = [], []
+    for variant in select_variants(["all"], study.preset, study.arch):
+        if variant in study.chosen or _finetune_owner(study, variant) != variant.name:
+            continue
+        cells = [(task, seed, lr) for task in study.specs if task.family in variant.task_families
+                 for lr in learning_rates(study, variant) for seed in study.seeds]
+        finished = [c for c in cells if (finetune_dir(study, variant, c[0], c[1], c[2]) / "eval_results.json").is_file()]
+        if not finished:
+            continue
+        try:
+            for task, seed, lr in finished:
+                _check_same_finetuning(*_finetune_args(study, variant, task, seed, lr)[:2])
+        except CheckpointError as e:
+            left_out.append(f"{variant.name}: {e.message}")
+            continue
+        rows.append(variant)
+    return rows, left_out
+
+
+def _finetune_args(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: float):
+    """The run directory and FinetuneArgs of one cell, and whether concat-last-4 fell back to a scalar mix."""
     from bertforge.data.options import DataOptions
-    from bertforge.train.finetune import finetune
     from bertforge.train.settings import FinetuneArgs
 
     out = finetune_dir(study, variant, task, seed, lr)
@@ -232,6 +260,13 @@ def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: flo
                         batch_size=study.finetune_batch_size, seeds=[seed],
                         max_train_examples=study.max_train_examples, progress=study.progress,
                         report_to=study.report_to, data=DataOptions(max_length=study.max_length), **overrides)
+    return out, args, mixed
+
+
+def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: float, log) -> None:
+    from bertforge.train.finetune import finetune
+
+    out, args, mixed = _finetune_args(study, variant, task, seed, lr)
     if (out / "eval_results.json").is_file():
         return _check_same_finetuning(out, args)
     shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
