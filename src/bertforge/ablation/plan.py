@@ -151,7 +151,8 @@ class Study:
                              metavar="SPEC", nargs="+")
     out: str = option("", "study directory (every step resumes from what is there)")
     variants: list[str] = option(["main"], "variants or groups to run: main (the default), masking, size, all, "
-                                 "or names such as bert ltr elmo", metavar="NAME")
+                                 "or names such as bert ltr elmo; the table also keeps the rows earlier runs into "
+                                 "--out made with the same fine-tuning settings", metavar="NAME")
     seeds: list[int] = option([1, 2, 3], "fine-tuning seeds per cell", min=0)
     preset: str = option("mini", "model size of every variant (Google's BERT sizes)", choices=SIZES_ALL)
     arch: str = option(PAPER_ARCH, "architecture of the rows that BERT's objectives pre-train (MLM+NSP, MLM, SOP, spans, "
