@@ -167,3 +167,26 @@ def test_a_study_run_in_pieces_reports_the_rows_of_earlier_pieces_made_its_way(s
     assert len(left_out) == 1 and left_out[0].startswith("random: ") and "epochs" in left_out[0]
     results = {"settings": {**vars(study), "tasks": []}, "variants": {}, "claims": [], "left_out": left_out}
     assert "left out of the table: random: " in markdown(study, results)
+
+
+def test_a_finished_pre_training_is_reused_only_with_the_studys_settings(study, tmp_path):
+    """A rerun on the same --out with another corpus or --steps would report the old model under the new
+    settings: the finished row made the other way is an error naming what differs."""
+    import dataclasses
+
+    from bertforge.ablation.run import _pretrain, model_root, pretrain_args
+    from bertforge.errors import CheckpointError
+
+    bert = variants_of(study.preset)["bert"]
+    args = pretrain_args(study, bert, tmp_path / "tok")
+    root = model_root(study, bert)
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    saved = dataclasses.asdict(args)
+    (root / "run_config.json").write_text(json.dumps(saved))
+    _pretrain(study, bert, tmp_path / "tok", print)  # the same settings: reused, nothing runs
+    (root / "run_config.json").write_text(json.dumps({**saved, "max_steps": study.steps + 1000,
+                                                      "corpus": [str(tmp_path / "other.txt")]}))
+    with pytest.raises(CheckpointError, match=rf"pre-trained with corpus .*other\.txt.*max_steps {study.steps + 1000} "
+                                              rf"\(this study: {study.steps}\).*another --out"):
+        _pretrain(study, bert, tmp_path / "tok", print)

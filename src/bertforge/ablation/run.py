@@ -122,6 +122,8 @@ def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
             raise CheckpointError(f"{root}: the {variant.name} row was pre-trained as {family}, and this study asks "
                                   f"for {expected} (--arch {study.arch})", hint="use another --out, or the --arch "
                                   "the study was run with")
+        if (root / "run_config.json").is_file():
+            _check_same_pretraining(root, pretrain_args(study, variant, tokenizer))
         return
     if variant.kind == "random":
         return _random_model(study, tokenizer, root)
@@ -145,6 +147,26 @@ def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
         _add_timing(root, time.perf_counter() - started)
     if result.get("status") != "done":
         raise KeyboardInterrupt
+
+
+# What a study decides about each pre-training run; a finished row made with other values is not this study's.
+STUDY_PRETRAIN_SETTINGS = ("corpus", "preset", "objective", "seq_len", "batch_size", "max_steps", "max_flops", "lr",
+                           "warmup_steps", "seed")
+
+
+def _check_same_pretraining(root: Path, args) -> None:
+    """A finished pre-training row is reused only when the study would train it the same way (corpus, size,
+    budget, rates): a rerun on the same --out with another corpus or --steps would otherwise report the old
+    model under the new settings."""
+    saved = json.loads((root / "run_config.json").read_text())
+    had = {name: saved.get(name) for name in STUDY_PRETRAIN_SETTINGS}
+    wanted = {name: getattr(args, name) for name in STUDY_PRETRAIN_SETTINGS}
+    had["corpus"], wanted["corpus"] = ([str(Path(p).resolve()) for p in c or []] for c in (had["corpus"],
+                                                                                            wanted["corpus"]))
+    differ = [f"{name} {had[name]!r} (this study: {wanted[name]!r})" for name in wanted if had[name] != wanted[name]]
+    if differ:
+        raise CheckpointError(f"{root}: pre-trained with {', '.join(differ)}", hint="use another --out, or remove "
+                              "that directory to pre-train the row again with this study's settings")
 
 
 def _add_timing(root: Path, seconds: float) -> None:
