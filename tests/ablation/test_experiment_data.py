@@ -25,3 +25,11 @@ def test_english_study_data(fetched, tmp_path, monkeypatch):
     assert (len(train), len(dev), len(test)) == (10000, 2000, 9824)
     assert {r["label"] for r in train} == {"entailment", "neutral", "contradiction"}
     assert train[0]["text"] and train[0]["text_pair"]
+
+    with_text, _ = script.english(with_snli_text=True)
+    assert with_text[:-1] == corpus
+    documents = Path(with_text[-1]).read_text(encoding="utf-8").split("\n\n")
+    sentences = {line for d in documents for line in d.splitlines()}
+    assert len(documents) > 20000  # one per premise of the ~88,000 pairs after the first 12,000
+    assert not sentences & {r[k] for r in dev + test for k in ("text", "text_pair")}  # no held-out sentence
+    assert len(sentences) > 100000
