@@ -356,6 +356,8 @@ CASES = [
     C("pretrain-mask-spans-with-ltr", pretrain(objective="ltr") + ("--mask-spans",), None, ("--mask-spans", "ltr")),
     C("pretrain-mask-mix-not-100", pretrain(mask_mix="80,20,10"), None, ("--mask-mix", "100")),
     C("pretrain-plm-k-0", pretrain(objective="plm", plm_k="0"), None, ("--plm-k",)),
+    C("pretrain-plm-in-a-modernbert-size", pretrain(objective="plm", preset="modernbert-base"), None,
+      ("--preset", "modernbert-base", "xlnet")),
     C("pretrain-electra-generator-wider", pretrain(objective="electra", generator_size="1.5"), None,
       ("--generator-size",)),
     C("pretrain-electra-roformer-odd-generator-heads", pretrain(arch="roformer", objective="electra",

@@ -248,6 +248,9 @@ def test_pretrain_settings_refuse_bad_electra_input(tmp_path):
                      preset="tiny", generator_size=0.1)  # 128 x 0.1 -> 13 dims in one rotary head
     PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", arch="roformer",
                  preset="tiny", generator_size=0.25)  # 32 dims: fine
+    with pytest.raises(UsageError, match=r"--preset: modernbert-base is another family's own size; --objective "
+                                         r"electra builds electra, in Google's BERT sizes.*--arch modernbert"):
+        PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), objective="electra", preset="modernbert-base")
     args = PretrainArgs(corpus=[str(corpus)], out=str(tmp_path / "o"), arch="electra")
     assert args.objective == "electra" and OBJECTIVES["electra"] is ReplacedTokenDetection
 

@@ -29,8 +29,9 @@ GENERATOR_OBJECTIVE = "electra"  # the objective whose generator --generator-siz
 ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra", "modernbert": "mlm",
                           "roformer": "mlm+nsp"}
 DEFAULT_ARCH = "bert"
-# Google's BERT sizes, and ModernBERT's own (bertforge.model.modernbert.config.MODERNBERT_PRESETS).
-PRESET_NAMES = (*PRESETS, "modernbert-base", "modernbert-large")
+# Google's BERT sizes, which every family builds, and a family's own (bertforge.model.modernbert.config.MODERNBERT_PRESETS).
+FAMILY_PRESETS = {"modernbert": ("modernbert-base", "modernbert-large")}
+PRESET_NAMES = (*PRESETS, *(name for names in FAMILY_PRESETS.values() for name in names))
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
 FEATURES = ("last", "concat-last-4", "scalar-mix")  # bertforge.model.task_model.FEATURES
 OPTIMIZERS = ("adamw", "lamb")  # bertforge.train.optim
@@ -266,10 +267,18 @@ class PretrainArgs(RunSettings):
             pass  # one mask per instance for the whole run: allowed, Google's default is dupe_factor 10
         if self.model_config and self.init_from:
             raise UsageError("give --model-config or --init-from, not both", flag="--model-config")
-        if self.objective == GENERATOR_OBJECTIVE and not (self.model_config or self.init_from):
-            self._check_generator_width(families)
+        if not (self.model_config or self.init_from):
+            family = self.arch or families[0]
+            if self.preset not in PRESETS and self.preset not in FAMILY_PRESETS.get(family, ()):
+                owner = next(f for f, names in FAMILY_PRESETS.items() if self.preset in names)
+                raise UsageError(f"{self.preset} is another family's own size; --objective {self.objective} builds "
+                                 f"{family}, in Google's BERT sizes ({', '.join(PRESETS)})", flag="--preset",
+                                 hint=f"--arch {owner} --objective {ARCH_DEFAULT_OBJECTIVE[owner]} builds it; or "
+                                      "choose a Google size")
+            if self.objective == GENERATOR_OBJECTIVE:
+                self._check_generator_width(family)
 
-    def _check_generator_width(self, families: tuple[str, ...]) -> None:
+    def _check_generator_width(self, family: str) -> None:
         """A generator width the preset's family cannot build (RoFormer: an odd head size) is a flag error, found
         before the vocabulary is trained (the registries import torch, which an ELECTRA run needs anyway)."""
         from bertforge.errors import ConfigError
@@ -277,7 +286,7 @@ class PretrainArgs(RunSettings):
         from bertforge.model.registry import preset_config
 
         try:
-            generator_config(preset_config(self.arch or families[0], self.preset), self.generator_size)
+            generator_config(preset_config(family, self.preset), self.generator_size)
         except ConfigError as e:
             raise UsageError(f"{e.message} (--preset {self.preset})", flag="--generator-size",
                              hint="e.g. 0.25, the default") from None

@@ -102,7 +102,8 @@ def generator_config(config: FamilyConfig, generator_size: float) -> FamilyConfi
                                    num_attention_heads=heads, extra={})
     except ConfigError as e:  # a width the family's own checks refuse (RoFormer: an odd head size)
         raise ConfigError(f"setting 'generator_size' {generator_size!r} gives a generator of hidden size {hidden}, "
-                          f"which this family cannot build: {e}", hint="choose another generator_size, e.g. 0.25") from None
+                          f"which this family cannot build: {e.message}",
+                          hint="choose another generator_size, e.g. 0.25") from None
 
 
 def check_generator_size(generator_size: float) -> None:
