@@ -29,7 +29,8 @@ GENERATOR_OBJECTIVE = "electra"  # the objective whose generator --generator-siz
 ARCH_DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "xlnet": "plm", "elmo": "bilm", "electra": "electra", "modernbert": "mlm",
                           "roformer": "mlm+nsp"}
 DEFAULT_ARCH = "bert"
-# Google's BERT sizes, which every family builds, and a family's own (bertforge.model.modernbert.config.MODERNBERT_PRESETS).
+# Google's BERT sizes, which every family builds, and a family's own sizes
+# (bertforge.model.modernbert.config.MODERNBERT_PRESETS).
 FAMILY_PRESETS = {"modernbert": ("modernbert-base", "modernbert-large")}
 PRESET_NAMES = (*PRESETS, *(name for names in FAMILY_PRESETS.values() for name in names))
 TASK_NAMES = ("classify", "regress", "choice", "tag", "qa")  # bertforge.tasks.TASKS
