@@ -160,12 +160,21 @@ def _check_same_pretraining(root: Path, args) -> None:
     saved = json.loads((root / "run_config.json").read_text())
     had = {name: saved.get(name) for name in STUDY_PRETRAIN_SETTINGS}
     wanted = {name: getattr(args, name) for name in STUDY_PRETRAIN_SETTINGS}
-    had["corpus"], wanted["corpus"] = ([str(Path(p).resolve()) for p in c or []] for c in (had["corpus"],
-                                                                                            wanted["corpus"]))
-    differ = [f"{name} {had[name]!r} (this study: {wanted[name]!r})" for name in wanted if had[name] != wanted[name]]
-    if differ:
-        raise CheckpointError(f"{root}: pre-trained with {', '.join(differ)}", hint="use another --out, or remove "
+    had["corpus"], wanted["corpus"] = _resolved(had["corpus"]), _resolved(wanted["corpus"])
+    if differ := _differences(had, wanted):
+        raise CheckpointError(f"{root}: pre-trained with {differ}", hint="use another --out, or remove "
                               "that directory to pre-train the row again with this study's settings")
+
+
+def _resolved(paths: list[str] | None) -> list[str]:
+    """Corpus paths as absolute paths, so a study run from another directory still matches its rows."""
+    return [str(Path(p).resolve()) for p in paths or []]
+
+
+def _differences(had: dict, wanted: dict) -> str:
+    """The settings a finished run was made with that this study would make otherwise, named for the error."""
+    return ", ".join(f"{name} {had[name]!r} (this study: {wanted[name]!r})"
+                     for name in wanted if had[name] != wanted[name])
 
 
 def _add_timing(root: Path, seconds: float) -> None:
@@ -312,9 +321,8 @@ def _check_same_finetuning(out: Path, args) -> None:
     had["max_length"] = saved.get("data", {}).get("max_length")
     wanted = {name: getattr(args, name) for name in STUDY_FINETUNE_SETTINGS}
     wanted["max_length"] = args.data.max_length
-    differ = [f"{name} {had[name]!r} (this study: {wanted[name]!r})" for name in wanted if had[name] != wanted[name]]
-    if differ:
-        raise CheckpointError(f"{out}: fine-tuned with {', '.join(differ)}", hint="use another --out, or remove that "
+    if differ := _differences(had, wanted):
+        raise CheckpointError(f"{out}: fine-tuned with {differ}", hint="use another --out, or remove that "
                               "directory to fine-tune it again with this study's settings")
 
 
