@@ -104,6 +104,7 @@ def test_the_torch_free_name_lists_equal_the_registries():
     assert settings.DEFAULT_ARCH == next(iter(settings.ARCH_DEFAULT_OBJECTIVE))
     assert settings.NSP_OBJECTIVE in OBJECTIVES and OBJECTIVES[settings.NO_NSP_OBJECTIVE].pairs is None
     assert settings.TASK_NAMES == tuple(TASKS) and settings.FEATURES == FEATURES
+    assert settings.FAMILY_PRESETS == {"modernbert": tuple(MODERNBERT_PRESETS)}
     assert settings.PRESET_NAMES == (*PRESETS, *MODERNBERT_PRESETS)
 
 
