@@ -65,6 +65,7 @@ def test_quick_chain_writes_the_table_and_resumes(inputs, tmp_path):
     assert pretrained["no-nsp"]["tokens_seen"] == pretrained["elmo"]["tokens_seen"] == pretrained["xlnet"]["tokens_seen"]
     table = (tmp_path / "study" / "ablation.md").read_text()
     assert "| LTR & No NSP + BiLSTM |" in table and "## Claims" in table
+    assert "| BERT frozen, scalar-mix + BiLSTM |" in table  # tiny has 2 layers: no last 4 to concatenate
     assert (tmp_path / "study" / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # packed-text variants read one prepared corpus
     data = {p.parent.name: p.resolve() for p in (tmp_path / "study" / "pretrain").glob("*/data")}

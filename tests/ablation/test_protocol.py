@@ -1,6 +1,7 @@
 """The paper's fine-tuning protocol in `ablate`: a learning-rate grid chosen per row and task on the mean dev
 score over seeds, the reported split at that rate, each seed's best epoch, and the random + BiLSTM control."""
 
+import dataclasses
 import json
 
 import pytest
@@ -80,6 +81,19 @@ def test_frozen_rows_search_the_feature_grid(study):
     assert learning_rates(study, known["bert-frozen"]) == [1e-3, 3e-3]
     assert learning_rates(study, known["bert"]) == [1e-4, 3e-4]
     assert finetune_dir(study, known["bert"], study.specs[0], 2, 3e-4).parts[-2:] == ("lr-0.0003", "seed-2")
+
+
+@pytest.mark.parametrize("preset, features", [("tiny", "scalar-mix"), ("mini", "concat-last-4")])
+def test_the_frozen_rows_label_names_the_features_its_runs_use(study, preset, features):
+    # a 2-layer model has no last 4 layers to concatenate: its frozen rows mix all layers, and the table says so
+    from bertforge.ablation.run import _finetune_args
+
+    known = variants_of(preset)
+    assert known["bert-frozen"].label == f"BERT frozen, {features} + BiLSTM"
+    at_preset = dataclasses.replace(study, preset=preset)
+    for name in ("bert-frozen", "mask-80-10-10-features"):
+        _, args, fell_back = _finetune_args(at_preset, known[name], at_preset.specs[0], 1, 1e-3)
+        assert args.features == features and args.freeze_encoder and fell_back == (features == "scalar-mix")
 
 
 def test_random_plus_bilstm_is_the_control_of_the_bilstm_rows(study):

@@ -9,7 +9,7 @@ No torch here: the command line checks a plan before anything runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bertforge.config import PRESETS
@@ -49,6 +49,13 @@ PAPER_ARCH = "bert"  # the system under study: post-LN BERT with a learned posit
 ARCH_NAMES = {"bert": "BERT (learned positions)", "roformer": "RoFormer (BERT with rotary positions)"}
 ARCHS = tuple(ARCH_NAMES)
 FEATURES = {"freeze_encoder": True, "features": "concat-last-4", "head_bilstm": True}  # the paper's best NER
+LAST_4 = 4
+
+
+def features_at(preset: str) -> str:
+    """The feature-based rows' features at ``preset``: the paper's concatenation of the last 4 layers, or, for a
+    model of fewer layers, a scalar mix of all of them (there is no last 4 to concatenate)."""
+    return FEATURES["features"] if PRESETS[preset][0] >= LAST_4 else "scalar-mix"
 
 MAIN = (
     Variant("bert", "BERT (MLM + NSP)"),
@@ -66,7 +73,7 @@ MAIN = (
     Variant("random", "Random initialisation (no pre-training)", kind="random"),
     Variant("random+bilstm", "Random initialisation + BiLSTM (the +BiLSTM rows' control)",
             finetune={"head_bilstm": True}, model="random"),
-    Variant("bert-frozen", "BERT frozen, concat-last-4 + BiLSTM", finetune=FEATURES, model="bert", frozen=True),
+    Variant("bert-frozen", "BERT frozen, {features} + BiLSTM", finetune=FEATURES, model="bert", frozen=True),
     Variant("word2vec", "Static word2vec vectors + BiLSTM", kind="word2vec", frozen=True),
 )
 # The paper's Table 8 (Appendix C.2) in its own column order, MASK/SAME/RND, and as --mask-mix MASK,RANDOM,KEEP.
@@ -84,10 +91,18 @@ GROUPS = ("main", "masking", "size")
 
 
 def variants_of(preset: str) -> dict[str, Variant]:
-    """Every variant of a study at ``preset``: the main rows, the masking rows, and one row per model size."""
+    """Every variant of a study at ``preset``: the main rows, the masking rows, and one row per model size. The
+    feature-based rows use the features ``preset`` has (``features_at``), and their labels say which."""
     sizes = tuple(Variant(f"size-{s}", f"BERT {s}", pretrain={"preset": s}, model="bert" if s == preset else None,
                           group="size") for s in SIZES)
-    return {v.name: v for v in MAIN + MASKING + sizes}
+    features = features_at(preset)
+
+    def at_preset(v: Variant) -> Variant:
+        if "features" not in v.finetune:
+            return v
+        return replace(v, label=v.label.format(features=features), finetune={**v.finetune, "features": features})
+
+    return {v.name: at_preset(v) for v in MAIN + MASKING + sizes}
 
 
 def select_variants(names: list[str], preset: str, arch: str = PAPER_ARCH) -> list[Variant]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bertforge.ablation.plan import Study, TaskSpec, Variant, select_variants, variants_of
+from bertforge.ablation.plan import FEATURES, Study, TaskSpec, Variant, select_variants, variants_of
 from bertforge.config import PRESETS
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_dir, atomic_write_text
@@ -280,10 +280,8 @@ def _finetune_args(study: Study, variant: Variant, task: TaskSpec, seed: int, lr
 
     out = finetune_dir(study, variant, task, seed, lr)
     known = variants_of(study.preset)
-    overrides = dict(variant.finetune)
-    mixed = overrides.get("features") == "concat-last-4" and PRESETS[study.preset][0] < 4
-    if mixed:
-        overrides["features"] = "scalar-mix"  # a model of fewer than 4 layers: mix them all instead
+    overrides = dict(known[variant.name].finetune)  # the features this preset has (variants_of)
+    mixed = "features" in overrides and overrides["features"] != FEATURES["features"]
     args = FinetuneArgs(task=task.family, model=str(model_root(study, known[variant.model_source]) / "model"),
                         train=task.train, dev=task.dev, test=task.test, out=str(out), epochs=study.epochs,
                         lr=lr,
@@ -302,7 +300,8 @@ def _finetune(study: Study, variant: Variant, task: TaskSpec, seed: int, lr: flo
     shutil.rmtree(out, ignore_errors=True)  # a cut run starts again
     log(f"fine-tuning {variant.name} on {task.name}, lr {lr:g}, seed {seed}")
     if mixed:
-        log(f"  ({study.preset} has {PRESETS[study.preset][0]} layers: scalar-mix instead of concat-last-4)")
+        layers = PRESETS[study.preset][0]
+        log(f"  ({study.preset} has {layers} layers: {args.features} instead of {FEATURES['features']})")
     started = time.perf_counter()
     finetune(args)
     atomic_write_text(out / "timing.json", json.dumps({"seconds": time.perf_counter() - started}))
