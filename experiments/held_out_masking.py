@@ -35,11 +35,11 @@ def run_settings(run: Path, **changes) -> PretrainArgs:
 def score(run: Path, mask_spans: bool, masked_lm_prob: float | None = None) -> dict:
     from transformers import BertTokenizer
 
+    trained = run_settings(run)
     changes = {"mask_spans": mask_spans}
     if masked_lm_prob is not None:  # the most predictions a sequence holds scales with the rate, as the run's did
-        saved = run_settings(run)
         changes.update(masked_lm_prob=masked_lm_prob, max_predictions_per_seq=round(
-            saved.max_predictions_per_seq * masked_lm_prob / saved.masked_lm_prob))
+            trained.max_predictions_per_seq * masked_lm_prob / trained.masked_lm_prob))
     args = run_settings(run, **changes)
     objective_type = OBJECTIVES[args.objective]
     if "mlm" not in objective_type.loss_names:
@@ -51,7 +51,6 @@ def score(run: Path, mask_spans: bool, masked_lm_prob: float | None = None) -> d
     model = objective.load_model(run / "model")
     held_out = eval_batches(InstanceStore(run / "data", "eval"), objective, args.batch_size, args.eval_instances)
     figures = objective.evaluate(model, held_out, torch.device("cpu"))
-    trained = run_settings(run)
     return {"run": str(run), "trained": {"mask_spans": trained.mask_spans, "masked_lm_prob": trained.masked_lm_prob},
             "scored": {"mask_spans": args.mask_spans, "masked_lm_prob": args.masked_lm_prob}, **figures}
 
