@@ -43,8 +43,9 @@ def score(run: Path, mask_spans: bool, masked_lm_prob: float | None = None) -> d
     args = run_settings(run, **changes)
     objective_type = OBJECTIVES[args.objective]
     if "mlm" not in objective_type.loss_names:
+        masked = ", ".join(name for name, o in OBJECTIVES.items() if "mlm" in o.loss_names)
         raise UsageError(f"{run} was pre-trained with --objective {args.objective}, which has no masked LM",
-                         hint="give a masked-LM run (mlm, mlm+nsp, mlm+sop)")
+                         hint=f"give a run of a masked-LM objective ({masked})")
     tokenizer = BertTokenizer.from_pretrained(run / "model")
     objective = objective_type.from_args(tokenizer, args)
     objective.count_lm = CountLM.from_store(InstanceStore(run / "data", "train"), tokenizer.vocab_size)
