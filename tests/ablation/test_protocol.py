@@ -204,3 +204,25 @@ def test_a_finished_pre_training_is_reused_only_with_the_studys_settings(study, 
     with pytest.raises(CheckpointError, match=rf"pre-trained with corpus .*other\.txt.*max_steps {study.steps + 1000} "
                                               rf"\(this study: {study.steps}\).*another --out"):
         _pretrain(study, bert, tmp_path / "tok", print)
+
+
+def test_a_finished_row_made_with_another_variant_setting_is_not_reused(study, tmp_path):
+    """The settings that make a variant what it is (the span row's masking rate) are checked too: a span row
+    pre-trained at the recipe's 40% must not be reported as the study's 15% SpanBERT row."""
+    import dataclasses
+
+    from bertforge.ablation.run import _pretrain, model_root, pretrain_args
+    from bertforge.errors import CheckpointError
+
+    spans = variants_of(study.preset)["spans"]
+    args = pretrain_args(study, spans, tmp_path / "tok")
+    assert args.mask_spans and args.masked_lm_prob == 0.15
+    root = model_root(study, spans)
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    saved = dataclasses.asdict(args)
+    (root / "run_config.json").write_text(json.dumps(saved))
+    _pretrain(study, spans, tmp_path / "tok", print)  # made the study's way: reused
+    (root / "run_config.json").write_text(json.dumps({**saved, "masked_lm_prob": 0.4}))
+    with pytest.raises(CheckpointError, match=r"pre-trained with masked_lm_prob 0\.4 \(this study: 0\.15\)"):
+        _pretrain(study, spans, tmp_path / "tok", print)

@@ -122,7 +122,7 @@ def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
                                   f"for {expected} (--arch {study.arch})", hint="use another --out, or the --arch "
                                   "the study was run with")
         if (root / "run_config.json").is_file():
-            _check_same_pretraining(root, pretrain_args(study, variant, tokenizer))
+            _check_same_pretraining(root, pretrain_args(study, variant, tokenizer), variant)
         return
     if variant.kind == "random":
         return _random_model(study, tokenizer, root)
@@ -153,13 +153,14 @@ STUDY_PRETRAIN_SETTINGS = ("corpus", "preset", "objective", "seq_len", "batch_si
                            "warmup_steps", "seed")
 
 
-def _check_same_pretraining(root: Path, args) -> None:
+def _check_same_pretraining(root: Path, args, variant: Variant) -> None:
     """A finished pre-training row is reused only when the study would train it the same way (corpus, size,
-    budget, rates): a rerun on the same --out with another corpus or --steps would otherwise report the old
-    model under the new settings."""
+    budget, rates, and the settings that make the variant what it is, such as the span row's masking): a rerun
+    on the same --out with another corpus or --steps would otherwise report the old model under the new settings."""
     saved = json.loads((root / "run_config.json").read_text())
-    had = {name: saved.get(name) for name in STUDY_PRETRAIN_SETTINGS}
-    wanted = {name: getattr(args, name) for name in STUDY_PRETRAIN_SETTINGS}
+    names = tuple(dict.fromkeys(STUDY_PRETRAIN_SETTINGS + tuple(variant.pretrain)))
+    had = {name: saved.get(name) for name in names}
+    wanted = {name: getattr(args, name) for name in names}
     had["corpus"], wanted["corpus"] = _resolved(had["corpus"]), _resolved(wanted["corpus"])
     if differ := _differences(had, wanted):
         raise CheckpointError(f"{root}: pre-trained with {differ}", hint="use another --out, or remove "
