@@ -28,14 +28,22 @@ from pathlib import Path
 from bertforge.cli import main as bertforge
 from bertforge.data.fetch import fetch
 from bertforge.data.readers import read_labelled_lines, read_snli, split_examples
+from bertforge.io.atomic import atomic_write_text
 
 DATA = Path("runs/ablation-data")
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> str:
+def write_text(path: Path, text: str) -> str:
+    """Write ``text`` unless the file already holds it: a prepared corpus is known by its files' size and mtime, so
+    rewriting the same text at each piece of a study would prepare the same instances again."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        atomic_write_text(path, text)
     return str(path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def chinese() -> tuple[list[str], list[str]]:
@@ -47,10 +55,9 @@ def chinese() -> tuple[list[str], list[str]]:
     out = DATA / "zh"
     out.mkdir(parents=True, exist_ok=True)
     for name, idx in (("ner_train", train), ("ner_dev", dev), ("ner_test", test)):
-        (out / f"{name}.txt").write_text("".join(lines[i] + "\n" for i in sorted(idx)), encoding="utf-8")
+        write_text(out / f"{name}.txt", "".join(lines[i] + "\n" for i in sorted(idx)))
     held = set(dev) | set(test)
-    (out / "corpus.txt").write_text("".join(line + "\n" for i, line in enumerate(lines) if i not in held),
-                                    encoding="utf-8")
+    write_text(out / "corpus.txt", "".join(line + "\n" for i, line in enumerate(lines) if i not in held))
     rng = random.Random(0)
     pos = rng.sample(read_labelled_lines(source / "sentiment_pos.txt", "pos"), 3500)
     neg = rng.sample(read_labelled_lines(source / "sentiment_neg.txt", "neg"), 3500)
@@ -85,9 +92,7 @@ def snli_text(pairs: list, out: Path, held_out: set[str]) -> str:
         hypotheses = docs.setdefault(e.text, [])
         if e.text_pair not in hypotheses and e.text_pair not in held_out:
             hypotheses.append(e.text_pair)
-    out.write_text("".join(p + "\n" + "".join(h + "\n" for h in hs) + "\n" for p, hs in docs.items()),
-                   encoding="utf-8")
-    return str(out)
+    return write_text(out, "".join(p + "\n" + "".join(h + "\n" for h in hs) + "\n" for p, hs in docs.items()))
 
 
 def english(with_snli_text: bool = False) -> tuple[list[str], list[str]]:
@@ -96,7 +101,7 @@ def english(with_snli_text: bool = False) -> tuple[list[str], list[str]]:
     out.mkdir(parents=True, exist_ok=True)
     bunch = _Bunch(__import__("io").BytesIO(zlib.decompress((gensim / "mini_newsgroup").read_bytes()))).load()
     posts = [" ".join(p.split("\n\n", 1)[-1].split()) for p in bunch["data"]]  # the body, without the headers
-    (out / "newsgroups.txt").write_text("".join(p + "\n" for p in posts if p), encoding="utf-8")
+    write_text(out / "newsgroups.txt", "".join(p + "\n" for p in posts if p))
     data = fetch("snli")
     pairs, _ = read_snli(data / "snli_1.0_train_subset.jsonl")
     test, _ = read_snli(data / "snli_1.0_test.jsonl")

@@ -33,3 +33,12 @@ def test_english_study_data(fetched, tmp_path, monkeypatch):
     assert len(documents) > 20000  # one per premise of the ~88,000 pairs after the first 12,000
     assert not sentences & {r[k] for r in dev + test for k in ("text", "text_pair")}  # no held-out sentence
     assert len(sentences) > 100000
+
+    # a second piece of the study leaves the same files untouched: a prepared corpus is known by size and mtime
+    written = {p: Path(p).stat().st_mtime_ns for p in with_text + files.split(",")}
+    Path(files.split(",")[0]).write_text("changed\n", encoding="utf-8")
+    script.english(with_snli_text=True)
+    after = {p: Path(p).stat().st_mtime_ns for p in written}
+    changed = [p for p in written if after[p] != written[p]]
+    assert changed == [files.split(",")[0]]  # only the file whose text differed was written again
+    assert len(Path(changed[0]).read_text(encoding="utf-8").splitlines()) == 10000
