@@ -65,8 +65,8 @@ MAIN = (
             pretrain={"arch": PAPER_ARCH}),
     Variant("no-nsp", "No NSP (MLM alone)", objective="mlm"),
     Variant("sop", "MLM + SOP (ALBERT)", objective="mlm+sop"),
-    # SpanBERT's own 15% rate: the small-budget recipe's 40% is a finding for single masked tokens, and hiding 40% in
-    # spans leaves too little context (Chinese held-out perplexity 0.39x unigram at 40%, 0.33x at 15%: docs/ablations.md)
+    # SpanBERT's own 15% rate: the small-budget recipe's 40% was measured for single masked tokens; in spans it left
+    # the Chinese row above 1/3 of the unigram perplexity, where 15% is below (English: level; docs/ablations.md)
     Variant("spans", "Span masking (SpanBERT, 15%)", objective="mlm", pretrain={"mask_spans": True,
                                                                               "masked_lm_prob": SPANBERT_RATE}),
     Variant("ltr", "LTR & No NSP (GPT)", objective="ltr"),
