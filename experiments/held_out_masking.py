@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bertforge.data.pretraining_data import InstanceStore, eval_batches
-from bertforge.errors import UsageError
+from bertforge.errors import BertforgeError, UsageError
 from bertforge.objectives import OBJECTIVES
 from bertforge.objectives.count_lm import CountLM
 from bertforge.train.settings import PretrainArgs
@@ -27,6 +27,9 @@ from bertforge.train.settings import PretrainArgs
 
 def run_settings(run: Path, **changes) -> PretrainArgs:
     """The run's own settings (``run_config.json``) with ``changes``."""
+    if not (run / "run_config.json").is_file():
+        raise UsageError(f"{run}: no run_config.json, so not a pre-training run's directory",
+                         hint="give the --out of a `bertforge pretrain` run")
     saved = json.loads((run / "run_config.json").read_text())
     names = {f.name for f in dataclasses.fields(PretrainArgs) if f.init}
     return PretrainArgs(**{**{k: v for k, v in saved.items() if k in names}, **changes})
@@ -66,7 +69,10 @@ def main() -> None:
     if args.masked_lm_prob is not None and not 0 < args.masked_lm_prob < 1:
         parser.error(f"--masked-lm-prob {args.masked_lm_prob} is not a share between 0 and 1")
     for run in args.runs:
-        print(json.dumps(score(run, args.mask_spans == "on", args.masked_lm_prob)))
+        try:
+            print(json.dumps(score(run, args.mask_spans == "on", args.masked_lm_prob)), flush=True)
+        except BertforgeError as e:  # one line, as the command line reports it; the runs before it are printed
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
 
 
 if __name__ == "__main__":

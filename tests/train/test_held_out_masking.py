@@ -63,3 +63,22 @@ def test_another_masking_scores_other_targets_of_the_same_text(held_out_masking,
     assert tokens["scored"] == {"mask_spans": False, "masked_lm_prob": 0.15}
     assert tokens["eval_unigram_perplexity"] != pytest.approx(own["eval_unigram_perplexity"], rel=1e-6)
     assert tokens["eval_perplexity"] == pytest.approx(math.exp(tokens["eval_mlm_loss"]), rel=1e-6)
+
+
+def test_bad_input_is_one_line_naming_the_run_or_the_flag(held_out_masking, tmp_path, monkeypatch, capsys):
+    def run(*argv):
+        monkeypatch.setattr("sys.argv", ["held_out_masking.py", *argv])
+        with pytest.raises(SystemExit) as stopped:
+            held_out_masking.main()
+        assert stopped.value.code == 2
+        return capsys.readouterr().err
+
+    assert "--masked-lm-prob 1.5 is not a share between 0 and 1" in run(str(tmp_path), "--mask-spans", "off",
+                                                                       "--masked-lm-prob", "1.5")
+    assert f"{tmp_path}: no run_config.json" in run(str(tmp_path), "--mask-spans", "off")
+    ltr = tmp_path / "ltr"
+    ltr.mkdir()
+    (ltr / "run_config.json").write_text(json.dumps({"corpus": ["c.txt"], "out": str(ltr), "objective": "ltr"}))
+    error = run(str(ltr), "--mask-spans", "off")
+    assert f"{ltr} was pre-trained with --objective ltr, which has no masked LM" in error
+    assert "Traceback" not in error and "mlm" in error.split("which has no masked LM")[1]  # the objectives to use
