@@ -3,8 +3,9 @@
 A run's own held-out perplexity is measured on the targets its masking picks. Span masking hides whole spans, so
 each target has lost its nearest neighbours too: its perplexity measures a harder task than token masking's, and
 the two rows' figures do not compare. This scores a saved model on the same held-out instances with the masking
-switched (``--mask-spans`` on or off, and ``--masked-lm-prob``), against the unigram perplexity of those same targets, and prints one JSON
-line: a span-masked model that has left the unigram stage shows it here on token-masked targets.
+switched (``--mask-spans`` on or off, and ``--masked-lm-prob``), against the unigram perplexity of those same
+targets, and prints one JSON line: a span-masked model that has left the unigram stage shows it here on
+token-masked targets.
 
     python experiments/held_out_masking.py runs/study/pretrain/spans --mask-spans off
 """
@@ -30,6 +31,11 @@ def run_settings(run: Path, **changes) -> PretrainArgs:
     if not (run / "run_config.json").is_file():
         raise UsageError(f"{run}: no run_config.json, so not a pre-training run's directory",
                          hint="give the --out of a `bertforge pretrain` run")
+    missing = [name for name in ("model", "data") if not (run / name).is_dir()]
+    if missing:
+        raise UsageError(f"{run}: no {' or '.join(f'{m}/' for m in missing)}, so not a finished pre-training run",
+                         hint="a run keeps its model/ and data/ beside run_config.json; give the --out of a run "
+                              "that has saved its model")
     saved = json.loads((run / "run_config.json").read_text())
     names = {f.name for f in dataclasses.fields(PretrainArgs) if f.init}
     return PretrainArgs(**{**{k: v for k, v in saved.items() if k in names}, **changes})

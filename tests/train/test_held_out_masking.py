@@ -76,8 +76,14 @@ def test_bad_input_is_one_line_naming_the_run_or_the_flag(held_out_masking, tmp_
     assert "--masked-lm-prob 1.5 is not a share between 0 and 1" in run(str(tmp_path), "--mask-spans", "off",
                                                                        "--masked-lm-prob", "1.5")
     assert f"{tmp_path}: no run_config.json" in run(str(tmp_path), "--mask-spans", "off")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "run_config.json").write_text(json.dumps({"corpus": ["c.txt"], "objective": "mlm"}))
+    (unfinished / "data").mkdir()
+    assert f"{unfinished}: no model/, so not a finished pre-training run" in run(str(unfinished), "--mask-spans", "off")
     ltr = tmp_path / "ltr"
-    ltr.mkdir()
+    for name in ("model", "data"):
+        (ltr / name).mkdir(parents=True)
     (ltr / "run_config.json").write_text(json.dumps({"corpus": ["c.txt"], "out": str(ltr), "objective": "ltr"}))
     error = run(str(ltr), "--mask-spans", "off")
     assert f"{ltr} was pre-trained with --objective ltr, which has no masked LM" in error
