@@ -110,7 +110,7 @@ def test_a_grid_with_a_non_positive_rate_is_refused(study, flag, grid):
 
 def test_a_flop_budget_gives_every_row_the_bert_rows_flops_and_says_what_is_not_counted(study):
     from bertforge.ablation.plan import Study
-    from bertforge.ablation.report import _flops
+    from bertforge.ablation.report import _flops, _pretraining
     from bertforge.ablation.run import model_root, pretrain_args
 
     flops = Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "budget": "flops",
@@ -127,6 +127,16 @@ def test_a_flop_budget_gives_every_row_the_bert_rows_flops_and_says_what_is_not_
     assert _flops({"kind": "word2vec", "pretrain": {}}) == "not counted (gensim's word2vec)"
     assert _flops({"kind": "random", "pretrain": {}}) == "0 (no pre-training)"
     assert _flops({"kind": "pretrain", "pretrain": {"flops": 3e10}}) == "3e+10"
+    # a row that stopped at the budget says so, with its steps: the table's title gives the other rows' steps
+    assert _flops({"kind": "pretrain", "pretrain": {"flops": 3.1e10, "max_flops": 3e10, "steps": 1053}}) == (
+        "3.1e+10 (to a budget of 3e+10: 1,053 steps)")
+    ltr = model_root(flops, known["ltr"])
+    ltr.mkdir(parents=True)
+    (ltr / "run_config.json").write_text(json.dumps({"objective": "ltr", "max_flops": 3e10}))
+    (ltr / "metrics.jsonl").write_text(json.dumps({"step": 7, "tokens_seen": 70, "tokens_per_s": 5.0,
+                                                   "flops": 3.1e10}) + "\n")
+    assert _flops({"kind": "pretrain", "pretrain": _pretraining(ltr)}) == "3.1e+10 (to a budget of 3e+10: 7 steps)"
+    assert "max_flops" not in _pretraining(bert)  # no run_config: trained by the study's steps
     with pytest.raises(UsageError, match="--budget"):
         Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "budget": "tokens"})
 

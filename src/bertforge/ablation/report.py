@@ -141,7 +141,10 @@ def _pretraining(root: Path) -> dict:
 
     info: dict = {"run": str(root)}
     if (root / "run_config.json").is_file():
-        info["objective"] = json.loads((root / "run_config.json").read_text()).get("objective")
+        config = json.loads((root / "run_config.json").read_text())
+        info["objective"] = config.get("objective")
+        if config.get("max_flops"):  # trained to a FLOPs budget (--budget flops), not to the study's steps
+            info["max_flops"] = config["max_flops"]
     if not (root / "metrics.jsonl").is_file():
         return info
     records = read_metrics(root / "metrics.jsonl")
@@ -288,7 +291,10 @@ def _flops(v: dict) -> str:
         return "0 (no pre-training)"
     if kind == "word2vec":
         return "not counted (gensim's word2vec)"
-    return f"{v['pretrain']['flops']:.3g}" if "flops" in v["pretrain"] else ""
+    p = v["pretrain"]
+    budgeted = {"max_flops", "steps"} <= p.keys()  # stopped at --budget flops, not at the study's steps
+    budget = f" (to a budget of {p['max_flops']:.3g}: {p['steps']:,} steps)" if budgeted else ""
+    return f"{p['flops']:.3g}{budget}" if "flops" in p else ""
 
 
 def _cell(r: dict, seeds: int) -> str:
