@@ -236,3 +236,39 @@ def test_a_finished_row_made_with_another_variant_setting_is_not_reused(study, t
     (root / "run_config.json").write_text(json.dumps({**saved, "masked_lm_prob": 0.4}))
     with pytest.raises(CheckpointError, match=r"pre-trained with masked_lm_prob 0\.4 \(this study: 0\.15\)"):
         _pretrain(study, spans, tmp_path / "tok", print)
+
+
+def test_a_flop_budget_row_warms_up_for_berts_share_and_is_reused_by_its_budget(study, tmp_path):
+    """Under --budget flops a row's steps are known once its FLOPs per step are counted: BERT's warm-up in
+    steps could outlast a costlier row's whole run (its rate would only rise), so it warms up for BERT's share
+    of its own steps; and its finished run, whose steps the budget decided, is reused by budget, not by steps."""
+    from bertforge.ablation.run import _pretrain, model_root, pretrain_args
+    from bertforge.errors import CheckpointError
+
+    flops = Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "budget": "flops", "steps": 1000,
+                     "warmup_steps": 200, "variants": ["ltr"]})
+    known = variants_of(flops.preset)
+    bert = model_root(flops, known["bert"])
+    bert.mkdir(parents=True)
+    (bert / "metrics.jsonl").write_text(json.dumps({"step": 1000, "loss": 1.0, "flops": 3e12}) + "\n")
+    ltr = known["ltr"]
+    args = pretrain_args(flops, ltr, tmp_path / "tok")
+    assert (args.max_flops, args.warmup_share) == (3e12, 0.2)
+    args.max_steps = 400  # what the counted FLOPs per step make of the budget (pretrain's _setup)
+    args.resolve_warmup()
+    assert args.warmup_steps == 80  # 20% of its own 400 steps, not BERT's 200
+    root = model_root(flops, ltr)
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "config.json").write_text(json.dumps({"model_type": flops.arch}))
+    saved = dataclasses.asdict(args)
+    (root / "run_config.json").write_text(json.dumps(saved))
+    _pretrain(flops, ltr, tmp_path / "tok", print)  # 400 steps, 80 warm-up: the budget's, so reused
+    (root / "run_config.json").write_text(json.dumps({**saved, "max_flops": 6e12}))
+    with pytest.raises(CheckpointError, match=r"pre-trained with max_flops 6000000000000\.0 "
+                                              r"\(this study: 3000000000000\.0\)"):
+        _pretrain(flops, ltr, tmp_path / "tok", print)
+    (root / "run_config.json").write_text(json.dumps(saved))
+    steps = Study(**{**{k: getattr(study, k) for k in ("corpus", "task", "out")}, "steps": 1000, "variants": ["ltr"]})
+    with pytest.raises(CheckpointError, match=r"max_steps 400 \(this study: 1000\), max_flops 3000000000000\.0 "
+                                              r"\(this study: None\)"):
+        _pretrain(steps, ltr, tmp_path / "tok", print)  # --budget steps does not take a budget row as its own

@@ -122,6 +122,7 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
         "--to", "--out", "--config", "--vocab", "--task", "--cased", "--uncased")},
     "pretrain --generator-size": "tests/objectives/test_electra.py",
     "pretrain --max-flops": "tests/train/test_pretrain.py",
+    "pretrain --warmup-share": "tests/train/test_recipe.py",
     "ablate --budget": "tests/ablation/test_protocol.py",
     "ablate --arch": "tests/ablation/test_study_arch.py",
     **{f"{c} --report-to": "tests/train/test_tensorboard.py" for c in ("pretrain", "finetune", "ablate", "glue")},

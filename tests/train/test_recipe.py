@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from bertforge.cli import main
+from bertforge.cli import build_parser, main
 from bertforge.errors import UsageError
+from bertforge.options import from_namespace
 from bertforge.train.settings import PretrainArgs
 from bertforge.vocab import train_vocab
 
@@ -65,6 +66,18 @@ def test_warm_up_follows_a_flop_budgets_steps():
     b.max_steps = 250
     b.resolve_warmup()
     assert b.warmup_steps == 10
+    parsed = build_parser().parse_args(["pretrain", "--corpus", "c.txt", "--out", "out", "--preset", "tiny",
+                                        "--max-steps", "1000", "--warmup-share", "0.05"])
+    c = from_namespace(PretrainArgs, parsed)  # a share of its own, for any recipe
+    assert c.warmup_steps == 50 and "warmup_steps" in c.derived
+    c.max_steps = 300
+    c.resolve_warmup()
+    assert c.warmup_steps == 15
+    assert args(preset="base", max_steps=1000, warmup_share=0.1).warmup_steps == 100  # Google's recipe has 100 fixed
+    with pytest.raises(UsageError, match="--warmup-steps or --warmup-share, not both"):
+        args(preset="tiny", warmup_steps=10, warmup_share=0.1)
+    with pytest.raises(UsageError, match="--warmup-share"):
+        args(preset="tiny", warmup_share=1.5)
 
 
 def test_bad_recipe_is_refused():

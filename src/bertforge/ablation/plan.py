@@ -185,7 +185,8 @@ class Study:
     seq_len: int = option(128, "pre-training sequence length", min=16)
     batch_size: int = option(32, "pre-training sequences per step", min=1)
     lr: float = option(5e-4, "pre-training peak learning rate", above=0)
-    warmup_steps: int = option(200, "pre-training warm-up steps", min=0)
+    warmup_steps: int = option(200, "pre-training warm-up steps (with --budget flops: of the BERT row; the others "
+                                    "warm up for the same share of their own steps)", min=0)
     vocab_size: int = option(8000, "pieces of the shared vocabulary", min=16)
     epochs: int = option(6, "most fine-tuning epochs: every run scores dev after each epoch and keeps its best "
                          "one, so rows that learn slowly (+BiLSTM, frozen) get the time they need", min=1)

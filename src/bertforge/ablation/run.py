@@ -77,7 +77,10 @@ def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
                     log_every=max(1, min(20, study.steps // 10)), progress=study.progress, workers=2,
                     report_to=study.report_to)
     if study.budget == "flops" and variant.name != "bert":
-        settings["max_flops"] = bert_flops(study)
+        # Its steps are known once its FLOPs per step are counted: it warms up for BERT's share of them, where
+        # BERT's warm-up in steps could take a costlier row's whole run (ELMo's step costs ~3x BERT's).
+        settings.update(max_flops=bert_flops(study), warmup_steps=None,
+                        warmup_share=min(study.warmup_steps, study.steps) / study.steps)
     if study.arch in OBJECTIVE_FAMILIES[variant.objective]:  # the study's architecture for BERT's objectives
         settings["arch"] = study.arch
     settings.update(variant.pretrain)  # a variant's own architecture (learned positions) wins
@@ -150,7 +153,7 @@ def _pretrain(study: Study, variant: Variant, tokenizer: Path, log) -> None:
 
 # What a study decides about each pre-training run; a finished row made with other values is not this study's.
 STUDY_PRETRAIN_SETTINGS = ("corpus", "preset", "objective", "seq_len", "batch_size", "max_steps", "max_flops", "lr",
-                           "warmup_steps", "seed")
+                           "warmup_steps", "warmup_share", "seed")
 
 
 def _check_same_pretraining(root: Path, args, variant: Variant) -> None:
@@ -158,7 +161,10 @@ def _check_same_pretraining(root: Path, args, variant: Variant) -> None:
     budget, rates, and the settings that make the variant what it is, such as the span row's masking): a rerun
     on the same --out with another corpus or --steps would otherwise report the old model under the new settings."""
     saved = json.loads((root / "run_config.json").read_text())
-    names = tuple(dict.fromkeys(STUDY_PRETRAIN_SETTINGS + tuple(variant.pretrain)))
+    # Under a FLOP budget the run's steps and warm-up are known only once its FLOPs are counted: the budget and the
+    # warm-up share are what the study decides.
+    decided_later = ("max_steps", "warmup_steps") if args.max_flops is not None else ()
+    names = tuple(n for n in dict.fromkeys(STUDY_PRETRAIN_SETTINGS + tuple(variant.pretrain)) if n not in decided_later)
     had = {name: saved.get(name) for name in names}
     wanted = {name: getattr(args, name) for name in names}
     had["corpus"], wanted["corpus"] = _resolved(had["corpus"]), _resolved(wanted["corpus"])

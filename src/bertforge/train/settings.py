@@ -175,6 +175,10 @@ class PretrainArgs(RunSettings):
                                      above=0, max=1e30, group="optimisation")
     warmup_steps: int | None = option(None, "linear warm-up steps (default: the recipe's)", min=0, max=MAX_STEPS,
                                       group="optimisation")
+    warmup_share: float | None = option(None, "linear warm-up as this share of the run's steps, in place of "
+                                        "--warmup-steps: with --max-flops the steps are known only once a step's "
+                                        "FLOPs are counted, and a fixed warm-up could outlast them", min=0, max=1,
+                                        group="optimisation")
     seed: int = option(12345, "seed of data order, masks and initialisation", min=0, group="optimisation")
     save_every: int = option(200, "steps between checkpoints", min=1, max=MAX_STEPS, group="logging and checkpoints")
     keep_last: int = option(2, "checkpoints kept", min=1, group="logging and checkpoints")
@@ -218,11 +222,12 @@ class PretrainArgs(RunSettings):
                                            "every setting it decides was given")
 
     def resolve_warmup(self) -> None:
-        """The recipe's warm-up for the current --max-steps (called again once a FLOP budget's steps are known)."""
+        """The warm-up for the current --max-steps when none was given in steps: --warmup-share's or the recipe's
+        (called again once a FLOP budget's steps are known)."""
         if "warmup_steps" in self.derived:
             recipe = RECIPES[self.recipe]
-            self.warmup_steps = (recipe.warmup_steps if recipe.warmup_share is None
-                                 else round(recipe.warmup_share * self.max_steps))
+            share = recipe.warmup_share if self.warmup_share is None else self.warmup_share
+            self.warmup_steps = recipe.warmup_steps if share is None else round(share * self.max_steps)
 
     @property
     def mask_shares(self) -> tuple[float, float, float]:
@@ -232,13 +237,15 @@ class PretrainArgs(RunSettings):
 
     # Fields that must not change when a run is resumed (the rest, e.g. max_steps, may).
     RESUME_FIXED = ("preset", "model_config", "recipe", "objective", "plm_k", "generator_size", "seq_len",
-                    "batch_size", "grad_accum", "lr", "warmup_steps", "schedule", "optimizer", "weight_decay", "seed",
-                    "whole_word_mask", "static_masks", "mask_spans", "mask_mix", "dupe_factor", "masked_lm_prob",
-                    "max_predictions_per_seq", "short_seq_prob")
+                    "batch_size", "grad_accum", "lr", "warmup_steps", "warmup_share", "schedule", "optimizer",
+                    "weight_decay", "seed", "whole_word_mask", "static_masks", "mask_spans", "mask_mix", "dupe_factor",
+                    "masked_lm_prob", "max_predictions_per_seq", "short_seq_prob")
 
     def __post_init__(self) -> None:
         check(self)
         check_report_to(self.report_to)
+        if self.warmup_steps is not None and self.warmup_share is not None:
+            raise UsageError("give --warmup-steps or --warmup-share, not both", flag="--warmup-share")
         if not self.nsp:  # --no-nsp is --objective mlm
             if self.objective not in (None, NO_NSP_OBJECTIVE):
                 raise UsageError(f"contradicts --objective {self.objective}", flag="--no-nsp")
