@@ -255,6 +255,12 @@ def test_counting_flops_leaves_the_run_unchanged_and_a_flop_budget_sets_the_step
     assert [r["flops"] for r in logged] == [r["step"] * per_step for r in logged]
     budget = pretrain(PretrainArgs(**{**base, "max_steps": 1000}, max_flops=3.5 * per_step, out=str(tmp_path / "b")))
     assert budget["step"] == 4 and budget["flops"] == 4 * per_step
+    # A warm-up share follows the steps the budget makes (4 here), where the 1,000 steps it replaced would give 250.
+    share = PretrainArgs(**{**base, "max_steps": 1000, "warmup_steps": None}, max_flops=3.5 * per_step,
+                         warmup_share=0.5, out=str(tmp_path / "share"))
+    assert pretrain(share)["step"] == 4
+    config = json.loads((tmp_path / "share" / "run_config.json").read_text())
+    assert (config["warmup_steps"], config["warmup_share"], config["max_steps"]) == (2, 0.5, 4)
     from bertforge.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="--max-flops .* is 2 steps, below the 4 already done"):
