@@ -73,7 +73,7 @@ def test_warm_up_follows_a_flop_budgets_steps():
     c.max_steps = 300
     c.resolve_warmup()
     assert c.warmup_steps == 15
-    assert args(preset="base", max_steps=1000, warmup_share=0.1).warmup_steps == 100  # Google's recipe has 100 fixed
+    assert args(preset="base", max_steps=2000, warmup_share=0.1).warmup_steps == 200  # not Google's fixed 100
     with pytest.raises(UsageError, match="--warmup-steps or --warmup-share, not both"):
         args(preset="tiny", warmup_steps=10, warmup_share=0.1)
     with pytest.raises(UsageError, match="--warmup-share"):
