@@ -69,18 +69,18 @@ def _tokenizer(study: Study, log) -> Path:
 def pretrain_args(study: Study, variant: Variant, tokenizer: Path):
     from bertforge.train.settings import OBJECTIVE_FAMILIES, PretrainArgs
 
+    warmup = min(study.warmup_steps, study.steps)
     settings = dict(corpus=list(study.corpus), tokenizer=str(tokenizer), out=str(model_root(study, variant)),
                     objective=variant.objective, preset=study.preset, seq_len=study.seq_len,
-                    batch_size=study.batch_size, max_steps=study.steps, lr=study.lr,
-                    warmup_steps=min(study.warmup_steps, study.steps), seed=study.seed,
+                    batch_size=study.batch_size, max_steps=study.steps, lr=study.lr, warmup_steps=warmup,
+                    seed=study.seed,
                     save_every=max(1, study.steps // 10), eval_every=max(1, study.steps // 10),
                     log_every=max(1, min(20, study.steps // 10)), progress=study.progress, workers=2,
                     report_to=study.report_to)
     if study.budget == "flops" and variant.name != "bert":
         # Its steps are known once its FLOPs per step are counted: it warms up for BERT's share of them, where
-        # BERT's warm-up in steps could take a costlier row's whole run (ELMo's step costs ~3x BERT's).
-        settings.update(max_flops=bert_flops(study), warmup_steps=None,
-                        warmup_share=min(study.warmup_steps, study.steps) / study.steps)
+        # BERT's warm-up in steps could take a costlier row's whole run (an ELMo step costs ~5.7x a BERT step).
+        settings.update(max_flops=bert_flops(study), warmup_steps=None, warmup_share=warmup / study.steps)
     if study.arch in OBJECTIVE_FAMILIES[variant.objective]:  # the study's architecture for BERT's objectives
         settings["arch"] = study.arch
     settings.update(variant.pretrain)  # a variant's own architecture (learned positions) wins
