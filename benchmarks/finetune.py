@@ -23,10 +23,14 @@ Prints each run's wall clock and dev accuracy per seed, the mean, and the ratios
     --attention            the CPU attention variants of the unpadded path (model/unpadded.py ATTENTION)
     --compile              torch.compile: the fine-tuning step (forward, backward, AdamW) and no-grad inference,
                            compiled (dynamic shapes; a compiled graph runs padded) vs eager (unpadded)
+    --bilstm               the +BiLSTM head's two paths (model/task_model.py BiLSTM): fused LSTM calls on the
+                           padded batch against nn.LSTM over packed sequences, same weights, forward + backward
+                           and no-grad forward, on the SNLI batches' lengths and on lengths uniform in 8-128
 
     .venv/bin/python benchmarks/finetune.py [--sizes 4000 20000] [--seeds 1 2 3] [--threads 2]
     .venv/bin/python benchmarks/finetune.py --quick      # 400 pairs, 100 dev, seed 1: a smoke run
     .venv/bin/python benchmarks/finetune.py --step --threshold --attention --no-runs
+    .venv/bin/python benchmarks/finetune.py --bilstm --no-runs
 """
 
 from __future__ import annotations
@@ -410,6 +414,40 @@ def compile_benchmark(args) -> None:
               flush=True)
 
 
+def bilstm_benchmark(args) -> None:
+    """The +BiLSTM head's two paths (model/task_model.py BiLSTM): one fused LSTM call per direction and layer on the
+    padded batch against nn.LSTM over packed sequences, at the widths of the studies' encoders (tiny 128, ELMo
+    tiny's 256) and of base (768), to place FUSED_MAX_SIZE."""
+    import torch
+
+    from bertforge.model.task_model import FUSED_MAX_SIZE, BiLSTM
+
+    masks = {"SNLI pairs": [b["attention_mask"] for b in snli_batches(args.step_batches)[0]]}
+    torch.manual_seed(0)  # longer rows, such as the Chinese tagging and sentiment sets' (up to 128 characters)
+    lengths = torch.randint(8, 129, (args.step_batches, 32))
+    masks["8-128"] = [(torch.arange(int(row.max()))[None] < row[:, None]).long() for row in lengths]
+    print(f"\n+BiLSTM head (2 layers, hidden = the input width), batches of 32, {torch.get_num_threads()} threads: "
+          f"ms per batch, best of {args.repeats}; up to {FUSED_MAX_SIZE} units a direction the head runs fused")
+    for name, batch_masks in masks.items():
+        mean = sum(int(m.sum()) for m in batch_masks) / sum(m.shape[0] for m in batch_masks)
+        for width in (128, 256, 768):
+            bilstm = BiLSTM(width, width)
+            pairs = [(torch.randn(*m.shape, width), m.sum(1)) for m in batch_masks]
+            error = max((a - b).abs().max().item() for a, b in zip(bilstm.fused(*pairs[0]), bilstm.packed(*pairs[0])))
+            row = []
+            for train in (True, False):
+                for path in (bilstm.fused, bilstm.packed):
+                    def step(pair, path=path, train=train):
+                        with torch.set_grad_enabled(train):
+                            seq, sentence = path(*pair)
+                            if train:
+                                (seq.sum() + sentence.sum()).backward()
+                    row.append(1000 * time_steps(step, pairs, args.repeats))
+            print(f"  {name:<10} (mean {mean:5.1f} tokens) width {width:3d}: training fused {row[0]:6.1f}, packed "
+                  f"{row[1]:6.1f} ({row[1] / row[0]:.2f}x); inference fused {row[2]:6.1f}, packed {row[3]:6.1f} "
+                  f"({row[3] / row[2]:.2f}x); max |difference| {error:.1e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 20000])
@@ -425,6 +463,7 @@ def main() -> None:
     parser.add_argument("--threshold", action="store_true")
     parser.add_argument("--attention", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--bilstm", action="store_true")
     parser.add_argument("--data-dir", default=None, help="where the split files go (default: a temporary dir)")
     # a single run, in its own process (used by the comparison)
     parser.add_argument("--worker", choices=("bertforge", "transformers"), help=argparse.SUPPRESS)
@@ -457,6 +496,8 @@ def main() -> None:
         attention_benchmark(args)
     if args.compile:
         compile_benchmark(args)
+    if args.bilstm:
+        bilstm_benchmark(args)
 
 
 if __name__ == "__main__":

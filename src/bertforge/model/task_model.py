@@ -31,6 +31,7 @@ from bertforge.io.atomic import atomic_write_text
 from bertforge.io.weights import read_state_dict, save_state_dict
 from bertforge.model.bert import BertModel, sentence_vector
 from bertforge.model.dropout import Dropout
+from bertforge.model.elmo.lstm import reverse_padded
 from bertforge.model.heads import choice_loss, problem_type, sequence_loss, span_loss, token_loss
 from bertforge.model.outputs import (MultipleChoiceModelOutput, QuestionAnsweringOutput, SequenceClassifierOutput,
                                      TokenClassifierOutput)
@@ -41,22 +42,52 @@ FEATURES = ("last", "concat-last-4", "scalar-mix")
 # The fine-tuning head kinds (model/registry.py names them for every family): one output per sequence, per
 # token, per choice of a multiple-choice question, or a start and an end score per token (a span).
 SEQUENCE, TOKEN, CHOICE, SPAN = "sequence", "token", "choice", "span"
+FUSED_MAX_SIZE = 256  # the widest BiLSTM direction that runs as fused calls on the padded batch (BiLSTM)
 
 
 class BiLSTM(nn.Module):
-    """2 bidirectional LSTM layers, ``hidden // 2`` per direction: (B, T, D) -> (B, T, hidden) per token and
-    (B, hidden) per sequence (the forward state at the last token, the backward one at the first)."""
+    """2 bidirectional LSTM layers, ``hidden // 2`` per direction: (B, T, D) -> (B, T, hidden) per token, zero at
+    the padding, and (B, hidden) per sequence (the forward state at the last token, the backward one at the first).
+
+    Two ways to the same numbers (tests/model/test_bilstm_head.py), chosen by width:
+    - up to ``FUSED_MAX_SIZE`` units a direction, each direction of each layer is one call of the LSTM op on the
+      padded batch, the backward one reading every row reversed within its own length (the padding comes after a
+      row's tokens in both, so it never reaches a real position). On CPU that is the op's fused (oneDNN) path
+      with its own backward, where over packed sequences autograd records every step's small operations: at the
+      studies' widths (128, 256) 1.6-3.5x faster to train and 1.0-1.3x to infer;
+    - wider, ``nn.LSTM`` over packed sequences, which skips the padding's work: at 768 (base) the fused path's
+      work on the padding costs about what it saves (benchmarks/finetune.py --bilstm, docs/speed.md)."""
 
     def __init__(self, input_dim: int, hidden: int):
         super().__init__()
         self.lstm = nn.LSTM(input_dim, hidden // 2, num_layers=2, bidirectional=True, batch_first=True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = mask.long().sum(1).clamp(min=1).cpu()  # packing: padding never reaches a real position
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        lengths = mask.long().sum(1).clamp(min=1)  # a row with no token reads its first position
+        return self.fused(x, lengths) if self.lstm.hidden_size <= FUSED_MAX_SIZE else self.packed(x, lengths)
+
+    def packed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h, _) = self.lstm(packed)
         seq, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return seq, torch.cat([h[-2], h[-1]], dim=-1)
+
+    def fused(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        real = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+        for layer in range(self.lstm.num_layers):
+            forward = self._direction(x, f"_l{layer}")
+            backward = reverse_padded(self._direction(reverse_padded(x, lengths), f"_l{layer}_reverse"), lengths)
+            x = torch.cat([forward, backward], dim=-1) * real
+        last = forward.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, forward.shape[-1])).squeeze(1)
+        return x, torch.cat([last, backward[:, 0]], dim=-1)
+
+    def _direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One direction of one layer over the padded batch x (B, T, D), from a zero state: (B, T, hidden // 2)."""
+        lstm = self.lstm
+        weights = [getattr(lstm, f"{name}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        out, _, _ = torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)  # nn.LSTM's op
+        return out
 
 
 def check_features(features: str, frozen: bool, layers: int) -> None:
