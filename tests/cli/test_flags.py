@@ -123,6 +123,7 @@ ELSEWHERE = {  # "command --flag": the test file that runs the flag and checks i
     "pretrain --generator-size": "tests/objectives/test_electra.py",
     "pretrain --max-flops": "tests/train/test_pretrain.py",
     "pretrain --warmup-share": "tests/train/test_recipe.py",
+    "finetune --feature-cache-gb": "tests/train/test_finetune.py",
     "ablate --budget": "tests/ablation/test_protocol.py",
     "ablate --arch": "tests/ablation/test_study_arch.py",
     **{f"{c} --report-to": "tests/train/test_tensorboard.py" for c in ("pretrain", "finetune", "ablate", "glue")},

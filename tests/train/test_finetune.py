@@ -14,6 +14,7 @@ from bertforge.model import BertForPreTraining
 from bertforge.tasks import DataOptions
 from bertforge.inference import Predictor
 from bertforge.train.finetune import FinetuneArgs, finetune
+from bertforge.train.logs import read_metrics
 from bertforge.vocab import train_vocab
 
 POSITIVE, NEGATIVE = ["good", "great", "fine", "lovely"], ["bad", "awful", "poor", "sad"]
@@ -201,6 +202,41 @@ def test_tagging_and_frozen_feature_based_variant(model_dir, tmp_path):
     (tmp_path / "in.txt").write_text("Carol lives in London .\n")
     Predictor.load(tmp_path / "full" / "model").predict_file(tmp_path / "in.txt", tmp_path / "p.jsonl", DataOptions())
     assert json.loads((tmp_path / "p.jsonl").read_text())["tags"] == ["B-PER", "O", "O", "B-LOC", "O"]
+
+
+@pytest.fixture(scope="module")
+def elmo_dir(tmp_path_factory, model_dir):
+    """A random ELMo biLM over the synthetic words' pieces (ELMo is only ever fine-tuned frozen)."""
+    from bertforge.model.elmo import ElmoBiLM, ElmoConfig
+    from bertforge.tokenization import BertTokenizer
+
+    d = tmp_path_factory.mktemp("elmo")
+    torch.manual_seed(0)
+    ElmoBiLM(ElmoConfig(char_embedding_dim=4, filters=[[1, 8], [2, 8], [3, 16]], max_characters_per_token=12,
+                        n_highway=1, lstm_dim=24, n_layers=2, projection_dim=8, dropout=0.0)).save_pretrained(d)
+    BertTokenizer.from_pretrained(model_dir).save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("encoder", ["bert-scalar-mix", "bert-concat-last-4", "elmo"])
+def test_a_frozen_encoder_runs_once_and_training_equals_running_it_at_every_step(encoder, model_dir, elmo_dir,
+                                                                                 sentiment, tmp_path, capsys):
+    model, frozen = (elmo_dir, {}) if encoder == "elmo" else (
+        model_dir, dict(freeze_encoder=True, features=encoder.removeprefix("bert-"), head_bilstm=True))
+    losses, results = {}, {}
+    for gb in (4.0, 0.0):  # kept for every epoch and seed, and not kept
+        out = tmp_path / f"cache-{gb}"
+        results[gb] = finetune(args(model, *sentiment, out, epochs=2, seeds=[1, 2], lr=1e-2, log_every=1,
+                                    feature_cache_gb=gb, dropout=0.1, **frozen))
+        assert ("frozen features computed once for 320 training inputs" in capsys.readouterr().out) == (gb > 0)
+        losses[gb] = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert len(losses[0.0]) == 2 * 2 * 20  # seeds x epochs x steps
+    assert losses[4.0] == pytest.approx(losses[0.0], rel=1e-4, abs=1e-6)
+    assert losses[4.0][0] != losses[4.0][-1]  # it trained
+    assert results[4.0]["accuracy"] == pytest.approx(results[0.0]["accuracy"])
+
+    finetune(args(model, *sentiment, tmp_path / "too-big", epochs=1, feature_cache_gb=1e-6, **frozen))
+    assert "frozen features not kept" in capsys.readouterr().out
 
 
 def test_qa_and_multiple_choice_run_end_to_end(model_dir, tmp_path, fetched):

@@ -125,18 +125,36 @@ class BertFeatures(nn.Module):
             self.bert.eval()  # frozen features are computed without dropout, as ELMo's are
         return self
 
+    @property
+    def cacheable(self) -> bool:
+        """Whether the encoder's part ends where the learning starts (``frozen_part``, then ``learned_part``)."""
+        return self.frozen
+
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        if self.frozen:
+            return self.learned_part(self.frozen_part(input_ids, token_type_ids, attention_mask))
+        return self.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
+
+    def frozen_part(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """What the frozen encoder gives the learned part: its ``last`` layer (B, T, H), ``concat-last-4``
+        (B, T, 4H), or for a ``scalar-mix`` every layer (B, T, L + 1, H)."""
+        with torch.no_grad():
             out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states=self.features != "last")
         if self.features == "last":
             return out.last_hidden_state
         if self.features == "concat-last-4":
-            return torch.cat(out.hidden_states[-4:], dim=-1)  # (B, T, 4H)
-        return self.mix(out.hidden_states)
+            return torch.cat(out.hidden_states[-4:], dim=-1)
+        return torch.stack(out.hidden_states, dim=2)
+
+    def learned_part(self, frozen: torch.Tensor) -> torch.Tensor:
+        """The features from ``frozen_part``'s output: the scalar mix, if any, learns."""
+        return frozen if self.mix is None else self.mix(frozen.unbind(2))
 
 
 class ElmoFeaturesAdapter(nn.Module):
     """ELMo's frozen biLM under a scalar mix, with the encoder call signature of ``BertFeatures``."""
+
+    cacheable = True
 
     def __init__(self, features: nn.Module):
         super().__init__()
@@ -146,6 +164,13 @@ class ElmoFeaturesAdapter(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         return self.elmo(input_ids, attention_mask)
+
+    def frozen_part(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """The biLM's layers, (B, T, L + 1, 2P)."""
+        return self.elmo.layers(input_ids, attention_mask).movedim(1, 2)
+
+    def learned_part(self, frozen: torch.Tensor) -> torch.Tensor:
+        return self.elmo.mix(frozen.unbind(2))
 
 
 class TaskModel(nn.Module):
@@ -186,14 +211,29 @@ class TaskModel(nn.Module):
     def label2id(self) -> dict[str, int]:
         return {n: int(i) for n, i in self.settings.get("label2id", {}).items()}
 
+    @property
+    def caches_features(self) -> bool:
+        """Whether the training inputs' ``frozen_features`` can be computed once and passed to ``forward``: the
+        encoder is frozen (no dropout, no gradients) and the head is not multiple choice's."""
+        return self.kind != CHOICE and getattr(self.encoder, "cacheable", False)
+
+    def frozen_features(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """The frozen encoder's output (``BertFeatures.frozen_part``): the same for a given input all run long."""
+        return self.encoder.frozen_part(input_ids, token_type_ids, attention_mask)
+
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, start_positions=None,
-                end_positions=None, **_):
+                end_positions=None, frozen_features=None, **_):
+        """``frozen_features``: ``frozen_features`` of these inputs, computed before (padded to their length):
+        the frozen encoder is not run again."""
         shape = input_ids.shape
         if self.kind == CHOICE:  # (B, C, T): every choice its own row
             input_ids, token_type_ids, attention_mask = (
                 None if t is None else t.reshape(-1, shape[-1]) for t in (input_ids, token_type_ids, attention_mask))
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        features = self.encoder(input_ids, token_type_ids, mask)  # (B, T, D)
+        if frozen_features is not None:
+            features = self.encoder.learned_part(frozen_features)
+        else:
+            features = self.encoder(input_ids, token_type_ids, mask)  # (B, T, D)
         if self.bilstm is not None:
             tokens, sentence = self.bilstm(features, mask)
         else:

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from bertforge.data.batching import bucketed_batches, random_batches
@@ -113,6 +114,7 @@ class FinetuneRecipe:
         self.best_overall: tuple[float, int] | None = None
         self.first_seed = 0  # index in args.seeds of the first seed to train (after the finished ones)
         self.resumed: dict | None = None  # the newest checkpoint's state, until run_seed takes it
+        self.frozen_cache: list[torch.Tensor] | None = None  # each training input's frozen features (_cache_frozen)
 
     def setup(self) -> None:
         args, task, opts = self.args, self.task, self.args.data
@@ -181,10 +183,51 @@ class FinetuneRecipe:
         """This rank's micro-batches of one global batch (the same split as pre-training's)."""
         b, world, rank = self.args.batch_size, self.rt.world, self.rt.rank
         parts = [indices[(m * world + rank) * b:(m * world + rank + 1) * b] for m in range(self.args.grad_accum)]
-        return [collate([self.train_feats[i] for i in part], self.tokenizer.pad_token_id) for part in parts if part]
+        batches = []
+        for part in filter(None, parts):
+            batch = collate([self.train_feats[i] for i in part], self.tokenizer.pad_token_id)
+            if self.frozen_cache is not None:  # (B, T, ...), zero at the padding
+                batch["frozen_features"] = pad_sequence([self.frozen_cache[i] for i in part], batch_first=True)
+            batches.append(batch)
+        return batches
+
+    def _cache_frozen(self, model) -> None:
+        """Run a frozen encoder once over the training inputs and keep what it gives (``TaskModel.frozen_features``)
+        for every epoch and seed: the paper's feature-based approach (§5.3) computes the expensive representation
+        once. Its encoder has no dropout and no gradients, so every epoch would compute the same; skipped when it
+        would take more than --feature-cache-gb."""
+        args, feats = self.args, self.train_feats
+        if self.frozen_cache is not None or not args.feature_cache_gb or not getattr(model, "caches_features", False):
+            return
+        started, was_training = time.perf_counter(), model.training
+        order = sorted(range(len(feats)), key=lambda i: feats[i].length)  # batches of similar lengths: little padding
+        cache: list[torch.Tensor | None] = [None] * len(feats)
+        model.eval()
+        for start in range(0, len(order), args.eval_batch_size):
+            part = order[start:start + args.eval_batch_size]
+            batch = collate([feats[i] for i in part], self.tokenizer.pad_token_id)
+            frozen = model.frozen_features(**model_inputs(batch, self.rt.device))
+            if start == 0:  # every token's features take the same room: the whole cache's size, before it is made
+                size = frozen[0, 0].numel() * frozen.element_size() * sum(f.length for f in feats)
+                if size > args.feature_cache_gb * 2 ** 30:
+                    if self.rt.main:
+                        print(f"frozen features not kept: {size / 2 ** 30:.1f} GB is over --feature-cache-gb "
+                              f"{args.feature_cache_gb:g}; the frozen encoder runs at every step", flush=True)
+                    model.train(was_training)
+                    return
+            for row, i in enumerate(part):
+                cache[i] = frozen[row, :feats[i].length].clone()
+        model.train(was_training)
+        self.frozen_cache = cache
+        if self.rt.main:
+            print(f"frozen features computed once for {len(feats):,} training inputs ({size / 2 ** 30:.2f} GB, "
+                  f"{time.perf_counter() - started:.0f} s)", flush=True)
 
     def _loss(self, net, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"loss": net(**model_inputs(batch, self.rt.device, with_targets=True)).loss}
+        inputs = model_inputs(batch, self.rt.device, with_targets=True)
+        if "frozen_features" in batch:
+            inputs["frozen_features"] = batch["frozen_features"]
+        return {"loss": net(**inputs).loss}
 
     def _counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
         return {"loss": self.task.loss_items(batch)}
@@ -202,6 +245,7 @@ class FinetuneRecipe:
         model = load_model(task, self.source, self.labels, self.train_examples, feature_based=args.freeze_encoder,
                            features=args.features, bilstm=args.head_bilstm,
                            ignore_mismatched_sizes=args.ignore_mismatched_sizes, dropout=args.dropout).to(rt.device)
+        self._cache_frozen(model)
         if rt.main and self.log is None:  # the data and the model fit: start writing
             done, cut = set(self.per_seed), position["step"]  # keep the finished seeds' records, this one's to the cut
             self.log = MetricsLog(self.out / "metrics.jsonl", resume_from_step=cut, report_to=args.report_to,

@@ -324,6 +324,10 @@ class FinetuneArgs(RunSettings):
     features: str = option("concat-last-4", "with --freeze-encoder: which layer outputs feed the task layer",
                            choices=FEATURES)
     ignore_mismatched_sizes: bool = option(False, "re-initialise a checkpoint head whose number of labels differs")
+    feature_cache_gb: float = option(4.0, "a frozen encoder (--freeze-encoder, ELMo) is run once over the training "
+                                     "data and its outputs kept in memory for every epoch and seed, as the paper's "
+                                     "feature-based approach allows, when they take at most this many GB (0: "
+                                     "never); the results are the same either way", min=0, group="optimisation")
     group_by_length: bool = option(False, "batches of similar lengths (sorted within chunks of 50 batches) instead "
                                    "of random ones: rarely faster, since the encoder skips padding anyway, and "
                                    "length-sorted batches are label-skewed, which costs accuracy when length "

@@ -87,10 +87,13 @@ class ElmoPieceFeatures(nn.Module):
         return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mix(self.layers(input_ids, attention_mask).unbind(1))
+
+    def layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The frozen biLM's L + 1 layers, (B, L + 1, T, 2P): what the scalar mix reads."""
         mask = input_ids != 0 if attention_mask is None else attention_mask.bool()
         with torch.no_grad():
-            layers = self.bilm(self.char_table[input_ids], mask)  # (B, L, T, 2P)
-        return self.mix(layers.unbind(1))
+            return self.bilm(self.char_table[input_ids], mask)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "ElmoPieceFeatures":
