@@ -115,6 +115,7 @@ class FinetuneRecipe:
         self.first_seed = 0  # index in args.seeds of the first seed to train (after the finished ones)
         self.resumed: dict | None = None  # the newest checkpoint's state, until run_seed takes it
         self.frozen_cache: list[torch.Tensor] | None = None  # each training input's frozen features (_cache_frozen)
+        self.frozen_cache_tried = False  # decided once a run: the first seed's model tells
 
     def setup(self) -> None:
         args, task, opts = self.args, self.task, self.args.data
@@ -197,8 +198,9 @@ class FinetuneRecipe:
         once. Its encoder has no dropout and no gradients, so every epoch would compute the same; skipped when it
         would take more than --feature-cache-gb."""
         args, feats = self.args, self.train_feats
-        if self.frozen_cache is not None or not args.feature_cache_gb or not getattr(model, "caches_features", False):
+        if self.frozen_cache_tried or not args.feature_cache_gb or not getattr(model, "caches_features", False):
             return
+        self.frozen_cache_tried = True
         started, was_training = time.perf_counter(), model.training
         order = sorted(range(len(feats)), key=lambda i: feats[i].length)  # batches of similar lengths: little padding
         cache: list[torch.Tensor | None] = [None] * len(feats)
