@@ -275,6 +275,8 @@ CASES = [
     C("finetune-lr-negative", finetune({"--lr": "-0.001"}), None, ("--lr",)),
     C("finetune-warmup-1.5", finetune({"--warmup": "1.5"}), None, ("--warmup",)),
     C("finetune-warmup-negative", finetune({"--warmup": "-0.1"}), None, ("--warmup",)),
+    C("finetune-feature-cache-gb-negative", finetune({"--feature-cache-gb": "-1"}), None,
+      ("--feature-cache-gb", MINIMUM)),
     C("finetune-dropout-1.5", finetune({"--dropout": "1.5"}), None, ("--dropout",)),
     C("finetune-seeds-negative", finetune({"--seeds": ("1", "-2")}), None, ("--seeds",)),
     C("finetune-max-train-examples-0", finetune({"--max-train-examples": "0"}), None, ("--max-train-examples",)),
